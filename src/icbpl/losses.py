@@ -1,0 +1,138 @@
+"""The four ICBPL losses, as pure functions over tensors.
+
+Notation: ``z`` are latent features on the unit sphere, shape ``(N, d)``; ``c`` are the PEDCC
+points, shape ``(k, d)``. Every function follows its inputs' device and dtype.
+
+Paper: Zhu, Hu, Wang, "Image Clustering Algorithm Based on Self-Supervised Pretrained Models and
+Latent Feature Distribution Optimization" (arXiv 2408.01920), section 3.3, equations (2)-(6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DISTANCES",
+    "Distance",
+    "augmentation_loss",
+    "distance",
+    "min_distance_loss",
+    "mmd_loss",
+    "neighbour_loss",
+]
+
+Distance = Literal["cosine", "cosine_squared", "euclidean", "composite_cosine"]
+
+
+def _cos(a: Tensor, b: Tensor) -> Tensor:
+    return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    return 1.0 - _cos(a, b)
+
+
+def _cosine_squared(a: Tensor, b: Tensor) -> Tensor:
+    return (1.0 - _cos(a, b)).pow(2)
+
+
+def _euclidean(a: Tensor, b: Tensor) -> Tensor:
+    # eps inside the sqrt keeps the gradient finite where a == b
+    return ((a - b).pow(2).sum(-1) + 1e-12).sqrt()
+
+
+def _composite_cosine(a: Tensor, b: Tensor) -> Tensor:
+    # ICBPC (Hu et al.): shifted cosine 2.1 - 2 cos(a, b) plus an L1 term, weighted 3 : 8.
+    return (2.1 - 2.0 * _cos(a, b)) + (8.0 / 3.0) * (a - b).abs().mean(-1)
+
+
+DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "cosine": _cosine,
+    "cosine_squared": _cosine_squared,
+    "euclidean": _euclidean,
+    "composite_cosine": _composite_cosine,
+}
+
+
+def distance(a: Tensor, b: Tensor, kind: str = "cosine") -> Tensor:
+    """Row-wise distance between ``a`` and ``b`` (broadcast over leading dims), shape ``(...,)``.
+
+    ``cosine``: 1 - cos(a, b) (the paper's choice). ``cosine_squared``: (1 - cos)^2.
+    ``euclidean``: ||a - b||_2 (paper Table 5). ``composite_cosine``: 2.1 - 2 cos + 8/3 mean|a - b|
+    (the "composite cosine distance" of the authors' ICBPC code).
+    """
+    try:
+        fn = DISTANCES[kind]
+    except KeyError:
+        raise ValueError(
+            f"distance={kind!r} is not known; expected one of {sorted(DISTANCES)}"
+        ) from None
+    return fn(a, b)
+
+
+def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5) -> Tensor:
+    """L1: multi-kernel Gaussian MMD between latent features and the PEDCC points (paper eq. 2-3).
+
+    The PEDCC points ``centroids`` (k, d) are tiled in order to the batch count N (as in the
+    authors' code), so a balanced partition is what the MMD favours. With ``X = z`` (N, d) and ``Y``
+    the tiled points, and ``D`` the squared Euclidean distances over ``[X; Y]``,
+
+        K = sum_{i=0}^{kernel_num-1} exp(-D / (b * kernel_mul^(i - kernel_num//2))),
+        b = sum(D) / (4N^2 - 2N)     (mean off-diagonal squared distance, detached),
+        MMD = mean(K_XX + K_YY - K_XY - K_YX).
+
+    With the defaults the bandwidths are {1/4, 1/2, 1, 2, 4} x b. Returns a scalar.
+    """
+    n = z.shape[0]
+    k = centroids.shape[0]
+    reps = -(-n // k)
+    target = centroids.to(dtype=z.dtype, device=z.device).repeat(reps, 1)[:n]
+    total = torch.cat([z, target], dim=0)
+    sq = total.pow(2).sum(1)
+    dist2 = (sq[:, None] + sq[None, :] - 2.0 * total @ total.T).clamp_min(0.0)
+    m = total.shape[0]
+    bandwidth = dist2.detach().sum() / (m * m - m)
+    bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
+    kernels = sum(torch.exp(-dist2 / (bandwidth * kernel_mul**i)) for i in range(kernel_num))
+    assert isinstance(kernels, Tensor)
+    xx = kernels[:n, :n]
+    yy = kernels[n:, n:]
+    xy = kernels[:n, n:]
+    yx = kernels[n:, :n]
+    return (xx + yy - xy - yx).mean()
+
+
+def augmentation_loss(z: Tensor, z_aug: Tensor, kind: str = "cosine") -> Tensor:
+    """L2: augmentation consistency, mean distance between a sample and its view (paper eq. 4).
+
+    ``z`` (N, d), ``z_aug`` (N, d) or (V, N, d) for V views; returns a scalar.
+    """
+    if z_aug.dim() == 3:
+        return distance(z.unsqueeze(0), z_aug, kind).mean()
+    return distance(z, z_aug, kind).mean()
+
+
+def neighbour_loss(z: Tensor, z_neighbours: Tensor, kind: str = "cosine") -> Tensor:
+    """L3: mean distance between a sample and its nearest neighbours (paper eq. 5).
+
+    ``z`` (N, d); ``z_neighbours`` (N, d) for one neighbour each or (N, K, d) for K of them.
+    Returns a scalar.
+    """
+    if z_neighbours.dim() == 3:
+        return distance(z.unsqueeze(1), z_neighbours, kind).mean()
+    return distance(z, z_neighbours, kind).mean()
+
+
+def min_distance_loss(z: Tensor, centroids: Tensor) -> Tensor:
+    """L4: mean over samples of 1 - max_j cos(z_i, c_j), the distance to the nearest PEDCC point.
+
+    ``z`` (N, d), ``centroids`` (k, d); returns a scalar (paper eq. 6).
+    """
+    zn = F.normalize(z, dim=-1)
+    cn = F.normalize(centroids.to(dtype=z.dtype, device=z.device), dim=-1)
+    return (1.0 - (zn @ cn.T).max(dim=1).values).mean()
