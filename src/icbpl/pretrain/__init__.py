@@ -1,0 +1,30 @@
+"""Self-supervised pre-training of encoders with Barlow Twins (Zbontar et al., ICML 2021).
+
+The paper's ICBPL pipeline starts from a Barlow Twins ResNet-50; :func:`pretrain_barlow_twins`
+trains such an encoder from scratch (or continues one) on the images to be clustered, and saves
+it as safetensors + JSON so that ``create_encoder(name, weights=path)`` loads it.
+"""
+
+from __future__ import annotations
+
+from icbpl.pretrain._loop import (
+    PretrainConfig,
+    PretrainResult,
+    encoder_metadata,
+    pretrain_barlow_twins,
+)
+from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
+from icbpl.pretrain._optim import LARS, WarmupCosine, build_optimizer
+
+__all__ = [
+    "LARS",
+    "BarlowTwins",
+    "PretrainConfig",
+    "PretrainResult",
+    "WarmupCosine",
+    "barlow_twins_loss",
+    "build_optimizer",
+    "encoder_metadata",
+    "make_projector",
+    "pretrain_barlow_twins",
+]
