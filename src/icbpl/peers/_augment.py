@@ -1,0 +1,35 @@
+"""Feature-space "augmentations" for peers trained on frozen features."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def augmented(
+    x: Tensor,
+    idx: Tensor,
+    views: Tensor | None,
+    *,
+    noise_std: float,
+    dropout: float,
+    feature_std: Tensor | None = None,
+) -> Tensor:
+    """Features of an augmented view of samples ``idx``, shape ``(len(idx), D)``.
+
+    With precomputed ``views`` (V, N, D) each sample gets one of its V views at random. Without
+    them the view is synthesised from the feature itself: Gaussian noise with standard deviation
+    ``noise_std`` times each feature dimension's standard deviation over the data
+    (``feature_std``), then dropout of individual dimensions with probability ``dropout``
+    (survivors rescaled by ``1 / (1 - dropout)``).
+    """
+    if views is not None:
+        pick = torch.randint(views.shape[0], (idx.shape[0],), device=x.device)
+        return views[pick, idx]
+    out = x[idx]
+    if noise_std > 0:
+        scale = feature_std if feature_std is not None else x.std(dim=0)
+        out = out + noise_std * scale * torch.randn_like(out)
+    if dropout > 0:
+        out = torch.nn.functional.dropout(out, p=dropout, training=True)
+    return out

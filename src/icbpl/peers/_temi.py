@@ -1,0 +1,224 @@
+"""TEMI: teacher-student clustering heads trained with a weighted pointwise-mutual-information loss.
+
+Adaloglou, Michels, Kalisch, Kollmann, "Exploring the Limits of Deep Image Clustering using
+Pretrained Models", BMVC 2023 (arXiv 2303.17896), section 3. Defaults follow the authors'
+recommended command (16 heads, beta 0.6, 50 neighbours, teacher momentum 0.996, temperatures 0.1,
+AdamW lr 1e-4 per 256 samples with weight decay 1e-4, 2-layer head 512 -> 256 -> weight-normed
+k-way layer, last layer frozen for the first epoch), with fewer epochs (CPU-friendly).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icbpl.peers._augment import augmented
+from icbpl.peers._heads import MultiLinear, lr_schedule, select_head
+from icbpl.peers._registry import PeerResult, register_peer, resolve_neighbours, to_result
+
+__all__ = ["temi_loss"]
+
+logger = logging.getLogger(__name__)
+
+
+def temi_loss(
+    student_a: Tensor,
+    student_b: Tensor,
+    teacher_a: Tensor,
+    teacher_b: Tensor,
+    cluster_prior: Tensor,
+    beta: float = 0.6,
+) -> Tensor:
+    """TEMI loss of each head for a batch of pairs ``(x, x')`` (paper section 3).
+
+    With student / teacher cluster probabilities ``q_s``, ``q_t`` and the teacher's running
+    cluster marginal ``q̃(c)`` (``cluster_prior``), the beta-PMI of a student-teacher pair is
+
+    ``pmi_β(x, x') = log Σ_c (q_s(c|x) q_t(c|x'))^β / q̃(c)``
+
+    and the loss, symmetrised over which member of the pair the teacher sees, is
+
+    ``L = -1/2 · mean_B w(x, x') [pmi_β(x, x') + pmi_β(x', x)]``,
+    ``w(x, x') = Σ_c q_t(c|x) q_t(c|x')``
+
+    The instance weight ``w`` (the "weighted MI" of the paper) is computed from the teacher
+    without gradient and, as in the authors' ``MultiHeadWeightProbBase``, averaged over heads so
+    that all heads share one weight per pair. ``β = 1`` and ``w = 1`` recover plain PMI.
+
+    Args:
+        student_a, student_b: student probabilities of ``x`` and ``x'``, ``(H, B, k)`` or
+            ``(B, k)``.
+        teacher_a, teacher_b: teacher probabilities, same shapes (treated as constants).
+        cluster_prior: ``q̃``, ``(H, k)`` or ``(k,)``.
+        beta: exponent ``β`` (0.6 in the paper).
+
+    Returns:
+        loss of each head, ``(H,)`` (a scalar for 2-D inputs).
+    """
+    single = student_a.ndim == 2
+    if single:
+        student_a, student_b = student_a.unsqueeze(0), student_b.unsqueeze(0)
+        teacher_a, teacher_b = teacher_a.unsqueeze(0), teacher_b.unsqueeze(0)
+        cluster_prior = cluster_prior.reshape(1, -1)
+    ta, tb = teacher_a.detach(), teacher_b.detach()
+    prior = cluster_prior.detach().unsqueeze(1)  # (H, 1, k)
+    weight = (ta * tb).sum(dim=-1).mean(dim=0)  # (B,), shared by the heads
+
+    def pmi(s: Tensor, t: Tensor) -> Tensor:
+        return ((s * t).pow(beta) / prior).sum(dim=-1).log()  # (H, B)
+
+    per_pair = -0.5 * weight * (pmi(student_b, ta) + pmi(student_a, tb))
+    loss = per_pair.mean(dim=-1)
+    return loss[0] if single else loss
+
+
+class _TemiHeads(nn.Module):
+    """``H`` DINO-style heads: MLP -> L2-normalise -> weight-normed linear layer to k logits."""
+
+    def __init__(
+        self,
+        n_heads: int,
+        in_dim: int,
+        n_clusters: int,
+        hidden_dim: int,
+        bottleneck_dim: int,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.fc1 = MultiLinear(n_heads, in_dim, hidden_dim, init_std=0.02, device=device)
+        self.fc2 = MultiLinear(n_heads, hidden_dim, bottleneck_dim, init_std=0.02, device=device)
+        last = MultiLinear(n_heads, bottleneck_dim, n_clusters, bias=False, device=device)
+        self.last_v = nn.Parameter(last.weight.detach().clone())  # direction, (H, bottleneck, k)
+        self.last_g = nn.Parameter(torch.ones(n_heads, 1, n_clusters, device=device))  # norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, D) -> logits (H, B, k)."""
+        z = F.normalize(self.fc2(F.gelu(self.fc1(x))), dim=-1)
+        w = self.last_g * self.last_v / self.last_v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.matmul(z, w)
+
+    def last_layer(self) -> list[nn.Parameter]:
+        """Parameters of the k-way layer (frozen during the first epochs)."""
+        return [self.last_v, self.last_g]
+
+
+@register_peer("temi")
+def fit_temi(
+    X: Tensor,
+    n_clusters: int,
+    *,
+    neighbours: Tensor | None,
+    views: Tensor | None,
+    seed: int,
+    n_neighbours: int | None = None,
+    n_heads: int = 16,
+    beta: float = 0.6,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    min_lr: float = 1e-4,
+    warmup_epochs: int | None = None,
+    weight_decay: float = 1e-4,
+    teacher_momentum: float = 0.996,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.1,
+    prior_momentum: float = 0.9,
+    hidden_dim: int = 512,
+    bottleneck_dim: int = 256,
+    freeze_last_layer: int = 1,
+    use_views: bool = True,
+) -> PeerResult:
+    """TEMI on fixed features: self-distillation of ``n_heads`` clustering heads over kNN pairs.
+
+    Each step draws a batch of samples ``x`` and, for each, one neighbour ``x'`` at random among
+    its ``n_neighbours`` (default 50, mined by cosine with faiss unless ``neighbours`` is given).
+    When ``views`` is given and ``use_views`` is true, both members of a pair enter as a random one
+    of their precomputed views (TEMI's image augmentations); otherwise as the features themselves
+    (TEMI's default for precomputed embeddings). Student and teacher heads map both members to
+    cluster probabilities (softmax at temperatures ``student_temp`` / ``teacher_temp``); the
+    student minimises :func:`temi_loss` (mean over heads) with AdamW under a linear warm-up
+    (``warmup_epochs``, default a fifth of ``epochs``) then cosine schedule from
+    ``lr x batch/256`` to ``min_lr x batch/256``; the teacher follows by EMA
+    (``teacher_momentum``); ``q̃`` is an EMA (``prior_momentum``) of the teacher's batch-mean
+    probabilities. Biases are not weight-decayed. The head with the lowest mean loss over the
+    last epoch is kept and the teacher's copy of it gives ``probs``.
+    """
+    for name, value in [
+        ("n_heads", n_heads),
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("hidden_dim", hidden_dim),
+        ("bottleneck_dim", bottleneck_dim),
+    ]:
+        if value < 1:
+            raise ValueError(f"{name}={value} should be >= 1")
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta={beta} should be in (0, 1]")
+    nbrs = resolve_neighbours(X, neighbours, n_neighbours, default=50)
+    n, d = X.shape
+    pair_views = views if use_views else None
+
+    student = _TemiHeads(n_heads, d, n_clusters, hidden_dim, bottleneck_dim, X.device)
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    decay = [p for name, p in student.named_parameters() if not name.endswith("bias")]
+    no_decay = [p for name, p in student.named_parameters() if name.endswith("bias")]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    )
+    bs = min(batch_size, n)
+    steps = max(1, n // bs)  # drop_last, as in the authors' loader
+    warm = epochs // 5 if warmup_epochs is None else warmup_epochs
+    scale = bs / 256.0
+    lrs = lr_schedule(lr * scale, min_lr * scale, epochs * steps, warm * steps)
+    prior = torch.full((n_heads, n_clusters), 1.0 / n_clusters, device=X.device)
+    head_losses = torch.zeros(n_heads, device=X.device)
+
+    def view(idx: Tensor) -> Tensor:
+        return augmented(X, idx, pair_views, noise_std=0.0, dropout=0.0)
+
+    it = 0
+    for epoch in range(epochs):
+        perm = torch.randperm(n, device=X.device)
+        head_losses.zero_()
+        for s in range(steps):
+            idx = perm[s * bs : (s + 1) * bs]
+            nb = nbrs[idx, torch.randint(nbrs.shape[1], (idx.shape[0],), device=X.device)]
+            pair = torch.cat([view(idx), view(nb)])
+            with torch.no_grad():
+                t = (teacher(pair) / teacher_temp).softmax(-1)
+                prior = prior_momentum * prior + (1 - prior_momentum) * t.mean(dim=1)
+            sp = (student(pair) / student_temp).softmax(-1)
+            m = idx.shape[0]
+            losses = temi_loss(sp[:, :m], sp[:, m:], t[:, :m], t[:, m:], prior, beta)
+            for group in opt.param_groups:
+                group["lr"] = lrs[it]
+            opt.zero_grad(set_to_none=True)
+            losses.mean().backward()
+            if epoch < freeze_last_layer:
+                for p in student.last_layer():
+                    p.grad = None
+            opt.step()
+            with torch.no_grad():
+                for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
+                    pt.mul_(teacher_momentum).add_(ps.detach(), alpha=1 - teacher_momentum)
+            head_losses += losses.detach() / steps
+            it += 1
+        logger.debug("temi epoch %d: mean head loss %.4f", epoch, float(head_losses.mean()))
+
+    best = select_head(head_losses)
+    with torch.no_grad():
+        probs = (teacher(X)[best] / teacher_temp).softmax(-1)
+    info = {
+        "n_neighbours": int(nbrs.shape[1]),
+        "n_heads": n_heads,
+        "beta": beta,
+        "epochs": epochs,
+        "head_losses": head_losses.tolist(),
+        "best_head": best,
+        "used_views": pair_views is not None,
+    }
+    return to_result(probs, info)
