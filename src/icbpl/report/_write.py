@@ -1,0 +1,267 @@
+"""`write_report`: a self-contained HTML page describing one clustering run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from icbpl.metrics import evaluate, match_clusters
+from icbpl.report._html import (
+    ClusterView,
+    Confusion,
+    Thumb,
+    cluster_html,
+    confusion_html,
+    details_html,
+    esc,
+    metrics_html,
+    page_html,
+    sizes_html,
+    skipped_html,
+)
+from icbpl.report._images import (
+    MapMethod,
+    data_uri,
+    make_thumbnail,
+    project_2d,
+    render_map,
+    subsample,
+)
+from icbpl.report._load import Results, load_results
+
+logger = logging.getLogger(__name__)
+
+#: Above this many clusters or classes the confusion table is left out (it would dwarf the page).
+MAX_CONFUSION = 100
+
+
+def _check_int(name: str, value: int, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
+        raise ValueError(f"{name}={value!r} should be an integer in [{lo}, {hi}]")
+
+
+def _display_name(res: Results, i: int) -> str:
+    return res.paths[i] or res.ids[i] or f"row {i}"
+
+
+def _class_name(res: Results, label: int) -> str | None:
+    if label < 0:
+        return None
+    if res.class_names is not None and label < len(res.class_names):
+        return res.class_names[label]
+    return str(label)
+
+
+def _cluster_view(
+    res: Results,
+    c: int,
+    rows: np.ndarray,
+    n_central: int,
+    n_border: int,
+    size: int,
+    image_loader: Callable[[int], np.ndarray] | None,
+) -> ClusterView:
+    """``rows``: this cluster's row indices, sorted by decreasing score."""
+    central = rows[:n_central]
+    border = rows[max(len(central), len(rows) - n_border) :][::-1]  # lowest score first
+
+    def thumbs(idx: np.ndarray) -> list[Thumb]:
+        out = []
+        for i in idx.tolist():
+            uri, reason = make_thumbnail(i, res.paths[i], size, image_loader)
+            label = _class_name(res, int(res.labels[i])) if res.labels is not None else None
+            out.append(Thumb(uri, _display_name(res, i), float(res.scores[i]), label, reason))
+        return out
+
+    majority = None
+    if res.labels is not None:
+        lab = res.labels[rows]
+        lab = lab[lab >= 0]
+        if lab.size:
+            counts = np.bincount(lab)
+            top = int(counts.argmax())
+            majority = (_class_name(res, top) or str(top), float(counts[top] / lab.size))
+    sc = res.scores[rows]
+    mean = float(np.nanmean(sc)) if np.isfinite(sc).any() else float("nan")
+    return ClusterView(c, len(rows), mean, thumbs(central), thumbs(border), majority)
+
+
+def _confusion(res: Results, labels: np.ndarray) -> Confusion | None:
+    """Clusters x classes counts, rows in Hungarian-matching order (matched clusters by their
+    class, then the unmatched ones by size)."""
+    known = labels >= 0
+    y, p = labels[known], res.clusters[known]
+    n_classes = max(len(res.class_names or []), int(y.max()) + 1)
+    if res.n_clusters > MAX_CONFUSION or n_classes > MAX_CONFUSION:
+        return None
+    counts = np.zeros((res.n_clusters, n_classes), dtype=np.int64)
+    np.add.at(counts, (p, y), 1)
+    mapping = match_clusters(y, p)
+    sizes = counts.sum(axis=1)
+    matched = sorted(mapping, key=lambda c: mapping[c])
+    rest = sorted(set(range(res.n_clusters)) - set(matched), key=lambda c: (-sizes[c], c))
+    rows = matched + rest
+    classes = [_class_name(res, j) or str(j) for j in range(n_classes)]
+    return Confusion(rows, classes, counts[rows], [mapping.get(c, -1) for c in rows])
+
+
+def _map(res: Results, method: MapMethod, max_points: int, seed: int) -> tuple[bytes, str] | None:
+    if res.latent is None or len(res) == 0:
+        return None
+    idx = subsample(len(res), max_points, seed)
+    logger.info("2-D map: %s of %d points", method, len(idx))
+    xy = project_2d(np.asarray(res.latent[idx]), method, seed)
+    png = render_map(xy, res.clusters[idx], res.sizes(), seed=seed)
+    name = "t-SNE" if method == "tsne" and len(idx) >= 5 else "PCA"
+    what = (
+        f"all {len(idx)} points"
+        if len(idx) == len(res)
+        else f"{len(idx)} of {len(res)} points (uniform random subsample, seed {seed})"
+    )
+    return png, f"{name} of the latent space, {what}, coloured by cluster."
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header(res: Results, title: str) -> str:
+    enc = res.summary.get("encoder") or {}
+    bits = [f"{len(res)} images", f"{res.n_clusters} clusters"]
+    if isinstance(enc, dict) and enc.get("name"):
+        bits.append(f"encoder {enc['name']}")
+    warn = ""
+    if isinstance(enc, dict) and enc.get("supervised"):
+        warn = (
+            '<p class="note"><b>Note:</b> the encoder weights were trained with labels '
+            "(supervised), so this clustering is not fully unsupervised.</p>"
+        )
+    return f"<h1>{esc(title)}</h1><p>{esc(' · '.join(bits))}</p>{warn}"
+
+
+def write_report(
+    results_dir: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    thumbs_per_cluster: int = 8,
+    borderline_per_cluster: int = 4,
+    thumb_size: int = 96,
+    map_method: MapMethod = "tsne",
+    image_loader: Callable[[int], np.ndarray] | None = None,
+    max_clusters: int = 200,
+    max_map_points: int = 5000,
+    seed: int = 0,
+) -> Path:
+    """Write a self-contained HTML report of a results folder and return its path.
+
+    The page shows the size of every cluster; for each cluster (at most ``max_clusters``, the
+    largest, in detail) its most central images (highest score) and its borderline ones (lowest
+    score) as embedded JPEG thumbnails; a 2-D map of the latent space (also saved as
+    ``map.png`` next to the page); with labels, ACC/NMI/ARI and a clusters x classes confusion
+    table in Hungarian-matching order; and the skipped files. It links to nothing: thumbnails
+    are made from the images and embedded, so the page can be moved or mailed alone.
+
+    Args:
+        results_dir: folder written by ``icbpl cluster`` (``assignments.csv``, ``latent.npy``,
+            ``summary.json``).
+        out: HTML file to write; default ``results_dir / "report.html"``.
+        thumbs_per_cluster: central thumbnails per cluster (0 to 64).
+        borderline_per_cluster: borderline thumbnails per cluster (0 to 64).
+        thumb_size: thumbnail square side in pixels (16 to 512).
+        map_method: ``"tsne"`` (on at most ``max_map_points`` points) or ``"pca"``.
+        image_loader: for array datasets without paths: maps a row index of
+            ``assignments.csv`` to an ``(H, W, 3)`` (or ``(H, W)``, ``(3, H, W)``) uint8 image,
+            or floats in [0, 1]; used instead of the paths when given.
+        max_clusters: clusters shown in detail (the largest ones); sizes are listed for all.
+        max_map_points: rows of the uniform random subsample drawn on the map.
+        seed: seed of the subsample and of t-SNE.
+
+    Raises:
+        ReportError: when the results folder is missing or malformed.
+        ValueError: for out-of-range arguments.
+    """
+    _check_int("thumbs_per_cluster", thumbs_per_cluster, 0, 64)
+    _check_int("borderline_per_cluster", borderline_per_cluster, 0, 64)
+    _check_int("thumb_size", thumb_size, 16, 512)
+    _check_int("max_clusters", max_clusters, 1, 1_000_000)
+    _check_int("max_map_points", max_map_points, 2, 1_000_000)
+    if map_method not in ("tsne", "pca"):
+        raise ValueError(f"map_method={map_method!r} should be 'tsne' or 'pca'")
+    res = load_results(results_dir)
+    html_path = Path(out) if out is not None else res.results_dir / "report.html"
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    sizes = res.sizes()
+    title = f"icbpl report: {res.results_dir.resolve().name}"
+
+    shown = sorted(np.argsort(-sizes, kind="stable")[:max_clusters].tolist())
+    order = np.lexsort((-np.nan_to_num(res.scores, nan=-np.inf), res.clusters))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    no_images = image_loader is None and not any(res.paths)
+    note = "no thumbnails: no image paths (pass image_loader for array data)" if no_images else None
+    n_c, n_b = (0, 0) if no_images else (thumbs_per_cluster, borderline_per_cluster)
+    views = [
+        _cluster_view(res, c, order[starts[c] : starts[c + 1]], n_c, n_b, thumb_size, image_loader)
+        for c in shown
+    ]
+
+    sections = []
+    metrics, source = res.metrics, "from summary.json"
+    labels = res.labels
+    if labels is not None and (labels >= 0).any():
+        known = labels >= 0
+        if metrics is None:
+            metrics = evaluate(labels[known], res.clusters[known])
+            source = f"computed from the {int(known.sum())} labelled rows of assignments.csv"
+        cm = _confusion(res, labels)
+        inner = metrics_html(metrics, source)
+        inner += (
+            confusion_html(cm)
+            if cm is not None
+            else f'<p class="note">confusion table left out (more than {MAX_CONFUSION} '
+            "clusters or classes); see each cluster's majority class.</p>"
+        )
+        sections.append(("evaluation", "Evaluation against labels", inner))
+    elif metrics:
+        sections.append(("evaluation", "Evaluation", metrics_html(metrics, source)))
+
+    map_result = _map(res, map_method, max_map_points, seed)
+    if map_result is not None:
+        png, caption = map_result
+        _atomic_write(html_path.parent / "map.png", png)
+        inner = (
+            f'<figure class="map"><img src="{data_uri(png, "image/png")}" alt="2-D map">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
+    else:
+        inner = '<p class="note">No map: latent.npy not found (or no rows).</p>'
+    sections.append(("map", "Latent space", inner))
+    sections.append(("overview", "Cluster sizes", sizes_html(sizes, set(shown))))
+
+    hidden = res.n_clusters - len(shown)
+    more = (
+        f'<p class="note">{hidden} smaller clusters not shown in detail '
+        f"(max_clusters={max_clusters}).</p>"
+        if hidden > 0
+        else ""
+    )
+    body = "".join(cluster_html(v, len(res), thumb_size, note) for v in views)
+    sections.append(("clusters", "Clusters", more + body))
+    sections.append(("skipped", f"Skipped files ({len(res.skipped)})", skipped_html(res.skipped)))
+    sections.append(("run", "Run", details_html(res.summary)))
+
+    page = page_html(title, sections, _header(res, title))
+    _atomic_write(html_path, page.encode("utf-8"))
+    logger.info("wrote %s (%.1f kB)", html_path, len(page) / 1024)
+    return html_path
