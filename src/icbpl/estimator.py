@@ -1,0 +1,233 @@
+"""The scikit-learn style front door: :class:`ICBPL`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from icbpl.head import ProjectionHead
+from icbpl.objective import LossWeights
+from icbpl.pedcc import make_pedcc
+from icbpl.training import EpochRecord, TrainConfig, train_head
+from icbpl.validation import check_features, check_fit_inputs
+
+__all__ = ["ICBPL"]
+
+logger = logging.getLogger(__name__)
+_FORMAT_VERSION = 1
+
+
+class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
+    """ICBPL clustering of feature vectors (arXiv 2408.01920).
+
+    An MLP head maps features onto the unit sphere of a ``latent_dim``-dimensional space, trained
+    so that the latents match ``n_clusters`` predefined evenly distributed class centroids
+    (PEDCC) in distribution (MMD), agree with their augmented views and their nearest neighbours,
+    and sit close to one centroid. A sample's cluster is its nearest PEDCC point by cosine.
+
+    Parameters:
+        n_clusters: number of clusters k (>= 2).
+        latent_dim: dimension d of the latent sphere (k <= d + 1 gives an exact simplex).
+        hidden: widths of the head's hidden layers.
+        epochs, batch_size, lr, weight_decay: optimisation (Adam).
+        loss_weights: (mmd, augmentation, neighbour, min_distance) weights; paper: (8, 2, 2, 1).
+        distance: ``cosine`` (paper), ``cosine_squared``, ``euclidean``, ``composite_cosine``.
+        n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
+        refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
+        min_distance_warmup: epochs before the min-distance loss is switched on.
+        device: ``"cpu"``, ``"cuda"``, ... or None for CPU.
+        random_state: seed; the same seed gives the same result on the CPU.
+
+    Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
+    per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        *,
+        latent_dim: int = 100,
+        hidden: Sequence[int] = (512,),
+        epochs: int = 60,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        loss_weights: Sequence[float] = (8.0, 2.0, 2.0, 1.0),
+        distance: str = "cosine",
+        n_neighbours: int = 4,
+        refresh_every: int = 30,
+        min_distance_warmup: int = 0,
+        device: str | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.loss_weights = loss_weights
+        self.distance = distance
+        self.n_neighbours = n_neighbours
+        self.refresh_every = refresh_every
+        self.min_distance_warmup = min_distance_warmup
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def _config(self) -> TrainConfig:
+        return TrainConfig(
+            n_clusters=int(self.n_clusters),
+            latent_dim=int(self.latent_dim),
+            hidden=tuple(int(h) for h in self.hidden),
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            weights=LossWeights(*(float(w) for w in self.loss_weights)),
+            distance=str(self.distance),
+            n_neighbours=int(self.n_neighbours),
+            refresh_every=int(self.refresh_every),
+            min_distance_warmup=int(self.min_distance_warmup),
+            seed=0 if self.random_state is None else int(self.random_state),
+        )
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        views: Any = None,
+        neighbours: Any = None,
+    ) -> ICBPL:
+        """Fit the head on features ``X`` (N, D).
+
+        Args:
+            X: features of the samples.
+            y: optional labels, used only to record ACC/NMI/ARI per epoch in ``history_``; they
+                never influence training or the choice of epoch.
+            views: optional features of augmented views, (V, N, D) or (N, D).
+            neighbours: optional (N, K) neighbour indices; mined by cosine from ``X`` if omitted.
+        """
+        x, v, nb, labels = check_fit_inputs(
+            X, y, views, neighbours, n_clusters=self.n_clusters, n_neighbours=self.n_neighbours
+        )
+        config = self._config()
+        if config.latent_dim < 2:
+            raise ValueError(f"latent_dim={config.latent_dim} should be >= 2")
+        device = torch.device(self.device or "cpu")
+        centroids = torch.from_numpy(
+            make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
+        ).float()
+        xt = torch.from_numpy(x).to(device)
+        vt = torch.from_numpy(v).to(device) if v is not None else None
+        result = train_head(xt, centroids.to(device), config, views=vt, neighbours=nb, y=labels)
+        self.head_ = result.head.cpu()
+        self.centroids_ = centroids.numpy()
+        self.history_: list[EpochRecord] = result.history
+        self.best_epoch_ = result.best_epoch
+        self.neighbours_ = result.neighbours
+        self.n_features_in_ = x.shape[1]
+        self.labels_ = self.predict(x)
+        sizes = np.bincount(self.labels_, minlength=config.n_clusters)
+        if (sizes == 0).any():
+            logger.warning(
+                "%d of %d clusters are empty; consider a smaller n_clusters",
+                int((sizes == 0).sum()),
+                config.n_clusters,
+            )
+        return self
+
+    # --------------------------------------------------------------- inference
+    def transform(self, X: Any) -> np.ndarray:
+        """Latent features on the unit sphere, (N, latent_dim)."""
+        check_is_fitted(self, "head_")
+        x = check_features(X, n_features=self.n_features_in_)
+        with torch.no_grad():
+            self.head_.eval()
+            out = [self.head_(torch.from_numpy(x[i : i + 8192])) for i in range(0, len(x), 8192)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.latent_dim), np.float32)
+
+    def cosine_scores(self, X: Any) -> np.ndarray:
+        """Cosine of each sample's latent to each PEDCC point, (N, k), in [-1, 1]."""
+        return self.transform(X) @ self.centroids_.T
+
+    def soft_assign(self, X: Any, temperature: float = 0.1) -> np.ndarray:
+        """Softmax of the cosines divided by ``temperature``, (N, k); rows sum to 1."""
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} should be > 0")
+        s = self.cosine_scores(X) / temperature
+        s = s - s.max(axis=1, keepdims=True)
+        e = np.exp(s)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Cluster of each sample: its nearest PEDCC point by cosine."""
+        return self.cosine_scores(X).argmax(axis=1).astype(np.int64)
+
+    def fit_predict(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, ...).labels_``; equals ``fit(X).predict(X)``."""
+        return self.fit(X, y, **fit_params).labels_
+
+    # ---------------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` (head + PEDCC) and ``config.json`` into folder ``path``."""
+        check_is_fitted(self, "head_")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"head.{k}": v.contiguous() for k, v in self.head_.state_dict().items()}
+        tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(self.centroids_))
+        save_file(tensors, str(folder / "model.safetensors"))
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "params": _jsonable(self.get_params()),
+            "n_features_in": int(self.n_features_in_),
+            "best_epoch": int(self.best_epoch_),
+        }
+        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> ICBPL:
+        """Load a model written by :meth:`save` (no pickle is involved)."""
+        folder = Path(path)
+        cfg_file, weights_file = folder / "config.json", folder / "model.safetensors"
+        if not cfg_file.is_file() or not weights_file.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a saved ICBPL model: expected config.json and "
+                "model.safetensors written by ICBPL.save()"
+            )
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{cfg_file} has format_version={meta.get('format_version')}, "
+                f"this icbpl reads {_FORMAT_VERSION}"
+            )
+        params = meta["params"]
+        params["hidden"] = tuple(params["hidden"])
+        params["loss_weights"] = tuple(params["loss_weights"])
+        model = cls(**params)
+        tensors = load_file(str(weights_file))
+        head = ProjectionHead(meta["n_features_in"], params["hidden"], params["latent_dim"])
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        head.eval()
+        model.head_ = head
+        model.centroids_ = tensors["centroids"].numpy()
+        model.n_features_in_ = int(meta["n_features_in"])
+        model.best_epoch_ = int(meta["best_epoch"])
+        model.history_ = []
+        return model
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -1,0 +1,87 @@
+"""Input checks at the public boundary, with errors that say what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_array
+
+__all__ = ["check_features", "check_fit_inputs"]
+
+
+def check_features(X: Any, *, n_features: int | None = None, name: str = "X") -> np.ndarray:
+    """Return ``X`` as a C-contiguous float32 (N, D) array, or raise a clear error."""
+    if hasattr(X, "detach"):
+        X = X.detach().cpu().numpy()
+    # sklearn's checks give the standard messages for sparse, empty, object and 1-D input
+    x = check_array(
+        X, dtype=np.float32, ensure_all_finite=False, input_name=name, estimator="ICBPL"
+    )
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name} has {len(rows)} row(s) with NaN or inf (first: {rows[:5].tolist()}); "
+            "drop or impute them before clustering"
+        )
+    if n_features is not None and x.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {x.shape[1]} features, but ICBPL is expecting {n_features} features "
+            "as input (the number it was fitted with)"
+        )
+    return np.ascontiguousarray(x)
+
+
+def check_fit_inputs(
+    X: Any,
+    y: Any,
+    views: Any,
+    neighbours: Any,
+    *,
+    n_clusters: int,
+    n_neighbours: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Validate everything ``ICBPL.fit`` receives; return (x, views (V,N,D), neighbours, y)."""
+    if not isinstance(n_clusters, int | np.integer) or n_clusters < 2:
+        raise ValueError(f"n_clusters={n_clusters!r} should be an integer >= 2")
+    x = check_features(X)
+    n = x.shape[0]
+    if n < n_clusters:
+        raise ValueError(f"n_samples={n} should be >= n_clusters={n_clusters}; pass fewer clusters")
+    v = None
+    if views is not None:
+        v = np.asarray(views.detach().cpu() if hasattr(views, "detach") else views, np.float32)
+        if v.ndim == 2:
+            v = v[None]
+        if v.ndim != 3 or v.shape[1:] != x.shape:
+            raise ValueError(
+                f"views should have shape (V, {n}, {x.shape[1]}) to match X {x.shape}, "
+                f"got {v.shape}"
+            )
+        if not np.isfinite(v).all():
+            raise ValueError("views contain NaN or inf; recompute the view features")
+        v = np.ascontiguousarray(v)
+    nb = None
+    if neighbours is not None:
+        nb = np.asarray(neighbours)
+        if nb.ndim != 2 or nb.shape[0] != n or not np.issubdtype(nb.dtype, np.integer):
+            raise ValueError(
+                f"neighbours should be an integer array of shape ({n}, K), got "
+                f"{nb.shape} {nb.dtype}"
+            )
+        if nb.size and (nb.min() < 0 or nb.max() >= n):
+            raise ValueError(
+                f"neighbours hold indices outside [0, {n}); got {nb.min()}..{nb.max()}"
+            )
+        nb = nb.astype(np.int64)[:, : n_neighbours or None] if n_neighbours else None
+    elif n_neighbours and n_neighbours >= n:
+        raise ValueError(
+            f"n_neighbours={n_neighbours} should be < n_samples={n}; lower n_neighbours"
+        )
+    labels = None
+    if y is not None:
+        labels = np.asarray(y)
+        if labels.shape != (n,):
+            raise ValueError(f"y should have shape ({n},), got {labels.shape}")
+    return x, v, nb, labels

@@ -1,0 +1,127 @@
+"""The ICBPL estimator: sklearn contract, accuracy on real small data, save/load, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from icbpl.estimator import ICBPL
+from icbpl.metrics import evaluate
+
+FAST = dict(epochs=3, hidden=(16,), latent_dim=8, n_neighbours=2, batch_size=32)
+
+# Checks skipped, each with its reason (the estimator still passes every other check).
+_K1 = (
+    "sklearn sets n_clusters=1 here; ICBPL needs k >= 2 PEDCC points and raises a clear "
+    "ValueError instead of fitting a trivial one-cluster model"
+)
+EXPECTED_FAILED = {
+    "check_fit2d_1sample": "one sample cannot form n_clusters >= 2 clusters; we raise a clear "
+    "ValueError naming n_samples and n_clusters, in words sklearn's check does not look for",
+    "check_dont_overwrite_parameters": _K1,
+    "check_fit2d_1feature": _K1,
+    "check_methods_subset_invariance": _K1,
+    "check_fit2d_predict1d": _K1,
+}
+CONTRACT = ICBPL(n_clusters=3, epochs=25, hidden=(16,), latent_dim=8, n_neighbours=2, batch_size=16)
+
+
+@parametrize_with_checks(
+    [CONTRACT],
+    expected_failed_checks=lambda est: EXPECTED_FAILED,
+)
+def test_sklearn_contract(estimator: ICBPL, check) -> None:  # type: ignore[no-untyped-def]
+    check(estimator)
+
+
+def _blobs() -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_blobs(300, n_features=16, centers=4, cluster_std=1.0, random_state=0)
+    return x.astype(np.float32), y
+
+
+def test_separable_blobs_are_recovered() -> None:
+    x, y = _blobs()
+    model = ICBPL(n_clusters=4, epochs=15, hidden=(64,), latent_dim=16).fit(x)
+    assert evaluate(y, model.labels_)["acc"] >= 0.98
+
+
+def test_digits_beats_chance_by_far() -> None:
+    x, y = load_digits(return_X_y=True)
+    model = ICBPL(n_clusters=10, epochs=12).fit(x, y)
+    assert model.history_[-1].metrics is not None
+    assert evaluate(y, model.labels_)["acc"] >= 0.7
+
+
+def test_fit_predict_equals_fit_then_predict_and_seed_reproducible() -> None:
+    x, _ = _blobs()
+    a = ICBPL(n_clusters=4, random_state=3, **FAST).fit_predict(x)
+    model = ICBPL(n_clusters=4, random_state=3, **FAST).fit(x)
+    np.testing.assert_array_equal(a, model.predict(x))
+    np.testing.assert_array_equal(a, model.labels_)
+
+
+def test_soft_scores_and_transform() -> None:
+    x, _ = _blobs()
+    model = ICBPL(n_clusters=4, **FAST).fit(x)
+    z = model.transform(x)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    p = model.soft_assign(x)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.argmax(1), model.predict(x))
+    cos = model.cosine_scores(x)
+    assert cos.shape == (300, 4) and (np.abs(cos) <= 1 + 1e-5).all()
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    x, _ = _blobs()
+    model = ICBPL(n_clusters=4, **FAST).fit(x)
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    loaded = ICBPL.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_allclose(loaded.transform(x), model.transform(x), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a saved ICBPL model"):
+        ICBPL.load(tmp_path)
+
+
+def test_views_and_neighbours_are_used() -> None:
+    x, _ = _blobs()
+    rng = np.random.default_rng(0)
+    views = x[None] + rng.normal(0, 0.1, (2, *x.shape)).astype(np.float32)
+    nb = np.stack([np.roll(np.arange(300), 1), np.roll(np.arange(300), 2)], axis=1)
+    model = ICBPL(n_clusters=4, **FAST).fit(x, views=views, neighbours=nb)
+    assert model.history_[0].losses["augmentation"] > 0
+    assert model.history_[0].losses["neighbour"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fit_kwargs", "match"),
+    [
+        ({"n_clusters": 1}, {}, "n_clusters=1 should be an integer >= 2"),
+        ({"n_clusters": 500}, {}, "n_samples=300 should be >= n_clusters=500"),
+        ({}, {"views": np.zeros((2, 5, 16))}, r"views should have shape \(V, 300, 16\)"),
+        ({}, {"neighbours": np.zeros((5, 2), int)}, r"neighbours should be an integer array"),
+        ({}, {"neighbours": np.full((300, 2), 999)}, "outside"),
+    ],
+)
+def test_bad_input_errors(kwargs: dict, fit_kwargs: dict, match: str) -> None:
+    x, _ = _blobs()
+    params = {**FAST, "n_clusters": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ICBPL(**params).fit(x, **fit_kwargs)
+
+
+def test_nan_and_1d_errors() -> None:
+    x, _ = _blobs()
+    x[7, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 row\(s\) with NaN or inf \(first: \[7\]\)"):
+        ICBPL(n_clusters=4, **FAST).fit(x)
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        ICBPL(n_clusters=4, **FAST).fit(np.zeros(10))
