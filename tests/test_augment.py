@@ -163,3 +163,12 @@ def test_cuda_images_with_cpu_generator_match_cpu() -> None:
     gpu = aug(x.cuda(), torch.Generator().manual_seed(1))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_resize_batch_uint8_fast_path_is_close_to_float() -> None:
+    x = (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    for size in (80, 20):
+        fast = resize_batch(x, size)
+        slow = resize_batch(x.float() / 255, size)
+        assert fast.dtype == torch.float32 and fast.is_contiguous()
+        assert (fast - slow).abs().max() <= 1.0 / 255 + 1e-6

@@ -25,7 +25,7 @@ from torchvision.ops import roi_align
 __all__ = ["RESIZE_METHOD", "BatchAugment", "resize_batch"]
 
 #: Identity of `resize_batch`'s resampling, recorded in feature-cache keys.
-RESIZE_METHOD = "center-square-crop,bilinear-antialias"
+RESIZE_METHOD = "center-square-crop,bilinear-antialias,uint8-on-cpu"
 
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 
@@ -47,6 +47,9 @@ def _to_float(images: Tensor) -> Tensor:
 def resize_batch(images: Tensor, size: int, *, center_crop: bool = True) -> Tensor:
     """Resize a batch to ``(B, 3, size, size)`` float32 in [0, 1] (`RESIZE_METHOD`).
 
+    uint8 batches on the CPU are resized in 8 bits (fast SIMD kernel, results rounded to whole
+    grey levels); float batches, and batches on other devices, in float32.
+
     Args:
         images: ``(B, 3, H, W)`` uint8 (0..255) or float (0..1), on any device.
         size: output side in pixels.
@@ -56,14 +59,23 @@ def resize_batch(images: Tensor, size: int, *, center_crop: bool = True) -> Tens
     _check_batch(images)
     if size < 1:
         raise ValueError(f"size={size} should be a positive number of pixels")
-    x = _to_float(images).float()
+    x = images
     h, w = x.shape[-2:]
     if center_crop and h != w:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         x = x[..., top : top + side, left : left + side]
     if x.shape[-2:] == (size, size):
-        return x.contiguous()
+        return _to_float(x).float().contiguous()
+    if x.dtype == torch.uint8 and x.device.type == "cpu":
+        # PyTorch's uint8 channels_last kernel (SIMD, like Pillow) is about 20x faster than the
+        # float one on CPU; its output is rounded to 8 bits, as a resized 8-bit image would be.
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        return x.float().div_(255.0).contiguous()
+    x = _to_float(x).float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.clamp_(0.0, 1.0)
 
