@@ -1,0 +1,257 @@
+"""The subcommands: each takes the parsed arguments, prints its results and returns 0."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from icbpl.cli._common import (
+    CliError,
+    EpochProgress,
+    StageReporter,
+    format_metrics,
+    log_file,
+    print_skipped,
+)
+
+__all__ = ["cmd_cluster", "cmd_demo", "cmd_encoders", "cmd_predict", "cmd_report"]
+
+logger = logging.getLogger("icbpl.cli")
+
+
+# ------------------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``icbpl demo``: ICBPL and k-means on scikit-learn's digits, side by side."""
+    from icbpl.digits import run_digits_demo
+
+    if args.epochs < 1 or args.views < 1:
+        raise CliError(f"--epochs={args.epochs} and --views={args.views} should be >= 1")
+    if not args.quiet:
+        print("icbpl: clustering scikit-learn's 8x8 digits ...", file=sys.stderr)
+    import torch
+
+    bar = EpochProgress(args.epochs, disable=args.quiet)
+    training = logging.getLogger("icbpl.training")
+    training.addHandler(bar)
+    threads = torch.get_num_threads()
+    # The demo's matrices are tiny (64 pixels, 100 rows a step), too small to gain from threads;
+    # on a shared 2-core machine at load 10 the demo took 38 s with one thread, 490 s with two.
+    torch.set_num_threads(1)
+    try:
+        res = run_digits_demo(seed=args.seed, epochs=args.epochs, n_views=args.views)
+    finally:
+        torch.set_num_threads(threads)
+        training.removeHandler(bar)
+        bar.close()
+    print(
+        f"digits: {res.n_samples} images of 8x8 pixels, {res.n_clusters} classes "
+        "(scikit-learn, bundled); features: raw pixels"
+    )
+    print(f"{'method':8}  {'ACC':>6}  {'NMI':>6}  {'ARI':>6}  {'time':>6}")
+    for name, m in res.metrics.items():
+        scores = f"{m['acc']:6.3f}  {m['nmi']:6.3f}  {m['ari']:6.3f}"
+        print(f"{name:8}  {scores}  {res.seconds[name]:5.1f}s")
+    print(
+        f"ICBPL: {res.n_views} affine views per image, {res.epochs} epochs, seed {res.seed}; "
+        f"epoch {res.best_epoch} selected without labels. k-means: 10 restarts, same pixels."
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- cluster
+def _absolute(value: str | None) -> str | None:
+    """An absolute path for a path-like option, so a config.json can be reused elsewhere."""
+    if value is None or value == "":
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
+def _cluster_config(args: argparse.Namespace) -> Any:
+    from icbpl.pipeline import ClusterConfig
+
+    weights = args.weights
+    if weights not in (None, "random") and not weights.startswith(("http://", "https://")):
+        weights = _absolute(weights)
+    given = {
+        "path": _absolute(args.path),
+        "k": args.k,
+        "dataset": args.dataset,
+        "split": args.split,
+        "encoder": args.encoder,
+        "weights": weights,
+        "input_size": args.input_size,
+        "views": args.views,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "precision": args.precision,
+        "cache_dir": "" if args.no_cache else _absolute(args.cache_dir),
+        "seed": args.seed,
+        "latent_dim": args.latent_dim,
+        "n_neighbours": args.neighbours,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.config:
+        return dataclasses.replace(ClusterConfig.from_file(args.config), **given)
+    if "path" not in given:
+        raise CliError(
+            "PATH is required: the folder of images to cluster (or --config FILE to repeat a run)"
+        )
+    if "k" not in given:
+        raise CliError("--k is required: the number of clusters, e.g. --k 10")
+    return ClusterConfig(**given)
+
+
+def _notes(encoder: dict[str, Any]) -> list[str]:
+    notes = []
+    if encoder.get("supervised"):
+        notes.append(
+            f"note: encoder {encoder.get('name')} uses weights trained with labels (supervised, "
+            "e.g. ImageNet classes), so this clustering is not unsupervised end to end; "
+            "self-supervised encoders are listed by `icbpl encoders`"
+        )
+    if encoder.get("weights") == "random":
+        notes.append(
+            f"note: encoder {encoder.get('name')} has random weights (no pretrained weights); "
+            "pass --weights FILE for meaningful features"
+        )
+    return notes
+
+
+def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) -> None:
+    enc = summary["encoder"]
+    settings = summary["settings"]
+    k = summary["n_clusters"]
+    print(
+        f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
+        f"({settings['views']} views, {settings['epochs']} epochs; epoch {summary['best_epoch']} "
+        "selected without labels)"
+    )
+    sizes = summary["cluster_sizes"]
+    print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(sizes)))
+    empty = summary["empty_clusters"]
+    if empty:
+        print(
+            f"warning: {len(empty)} of {k} clusters are empty ({', '.join(map(str, empty))}); "
+            "consider a smaller --k"
+        )
+    if summary.get("metrics"):
+        print(f"{format_metrics(summary['metrics'])}  (against the known labels)")
+    timings = summary["timings"]
+    print("timings: " + "  ".join(f"{name} {sec:.1f}s" for name, sec in timings.items()))
+    for note in _notes(enc):
+        print(note)
+    written = "assignments.csv, latent.npy, summary.json, config.json, model/, log.txt"
+    print(f"results: {out}/ ({written}{', report.html' if report else ''})")
+    print_skipped(summary.get("skipped") or [])
+    degraded = summary.get("degraded") or []
+    if degraded:
+        print(f"{len(degraded)} file(s) could not be decoded and were clustered as grey images:")
+        for path, reason in degraded[:20]:
+            print(f"  {path}: {reason}")
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """``icbpl cluster``: run the pipeline and write a results folder.
+
+    A results folder this command created is removed again when the run fails before writing
+    any result (it would hold only a log repeating the error that was printed).
+    """
+    from icbpl.pipeline import prepare_out_dir
+
+    config = _cluster_config(args)
+    config.validate()
+    out = Path(args.out) if args.out else Path(f"{Path(config.path).name or 'images'}-icbpl")
+    created = not out.exists()
+    prepare_out_dir(out)
+    try:
+        run, report_path = _run_and_report(args, config, out)
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {"log.txt"}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    _print_cluster_run(run.summary, out, report_path)
+    return 0
+
+
+def _run_and_report(args: argparse.Namespace, config: Any, out: Path) -> tuple[Any, Path | None]:
+    from icbpl.pipeline import run_cluster, source_loader
+
+    report_path: Path | None = None
+    with log_file(out / "log.txt", verbose=args.verbose):
+        logger.info("%s", args.command_line)
+        reporter = StageReporter(epochs=config.epochs, quiet=args.quiet)
+        try:
+            run = run_cluster(
+                config, out, progress=not args.quiet, on_stage=reporter, command=args.command_line
+            )
+        finally:
+            reporter.close()
+        if args.report:
+            from icbpl.report import write_report
+
+            reporter("report")
+            has_files = callable(getattr(run.source, "path", None))
+            loader = None if has_files else source_loader(run.source)
+            report_path = write_report(out, map_method=args.map, image_loader=loader)
+    return run, report_path
+
+
+# ---------------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``icbpl predict``: assign new images with a saved run."""
+    from icbpl.pipeline import predict_run
+
+    reporter = StageReporter(epochs=0, quiet=args.quiet)
+    try:
+        pred = predict_run(
+            args.run,
+            _absolute(args.path) or args.path,
+            args.out,
+            dataset=args.dataset,
+            split=args.split,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            cache_dir="" if args.no_cache else _absolute(args.cache_dir),
+            progress=not args.quiet,
+            on_stage=reporter,
+        )
+    finally:
+        reporter.close()
+    print(f"assigned {pred.n_images} images to the {len(pred.sizes)} clusters of {args.run}")
+    print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(pred.sizes)))
+    if pred.metrics:
+        print(f"{format_metrics(pred.metrics)}  (against the known labels)")
+    print(f"wrote {pred.out_csv}")
+    print_skipped([list(s) for s in pred.skipped], where="the log")
+    return 0
+
+
+# ---------------------------------------------------------------------- encoders, report
+def cmd_encoders(args: argparse.Namespace) -> int:
+    """``icbpl encoders``: the table of registered encoders."""
+    from icbpl.cli._encoders import print_encoders
+
+    print_encoders()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``icbpl report``: write report.html for a results folder."""
+    from icbpl.pipeline import image_loader_for
+    from icbpl.report import write_report
+
+    path = write_report(
+        args.results,
+        out=args.out,
+        map_method=args.map,
+        image_loader=image_loader_for(args.results),
+    )
+    print(f"wrote {path}")
+    return 0

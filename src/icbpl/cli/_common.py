@@ -1,0 +1,180 @@
+"""What every subcommand shares: errors, logging set-up, progress displays and printing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = [
+    "CliError",
+    "EpochProgress",
+    "StageReporter",
+    "cli_logging",
+    "expected_error",
+    "one_line",
+]
+
+#: Stage names of `icbpl.pipeline` and what the CLI says while they run.
+STAGE_TEXT = {
+    "encoder": "loading the encoder",
+    "images": "reading the images",
+    "features": "extracting features",
+    "neighbours": "mining neighbours",
+    "train": "training the ICBPL head",
+    "write": "writing the results",
+    "report": "writing the report",
+    "assign": "assigning clusters",
+}
+
+
+class CliError(Exception):
+    """A fatal problem to report in one line (exit status 1)."""
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (its type name when it has no message)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) and text.startswith("'"):
+        text = f"missing key {text}"
+    return text or type(err).__name__
+
+
+def expected_error(err: BaseException) -> bool:
+    """Whether ``err`` is a user-facing error whose message says what to do (no traceback hint)."""
+    return isinstance(err, CliError | ValueError | OSError | ImportError | RuntimeError)
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes records with ``tqdm.write`` so that they do not break progress bars."""
+
+    def __init__(self, stream: TextIO, level: int) -> None:
+        super().__init__(level)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the formatted record above any progress bar."""
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+class _CliFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"icbpl: {record.levelname.lower()}: {msg}"
+        return f"icbpl: {msg}"
+
+
+@contextlib.contextmanager
+def cli_logging(*, verbose: bool, quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """Route the library's log records to stderr (warnings; info with ``verbose``; errors only
+    with ``quiet``) for the duration of a command, through tqdm so bars are not broken."""
+    lib = logging.getLogger("icbpl")
+    old_level, old_propagate = lib.level, lib.propagate
+    lib.setLevel(logging.DEBUG if verbose else logging.INFO)
+    lib.propagate = False
+    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    handler = _TqdmHandler(stream or sys.stderr, level)
+    handler.setFormatter(_CliFormatter())
+    lib.addHandler(handler)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(old_level)
+        lib.propagate = old_propagate
+
+
+@contextlib.contextmanager
+def log_file(path: Path, *, verbose: bool) -> Iterator[None]:
+    """Also write the library's log records to ``path`` (overwritten) while the block runs."""
+    lib = logging.getLogger("icbpl")
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lib.addHandler(handler)
+    try:
+        yield
+    except BaseException as err:  # the log records how the command ended
+        record = lib.makeRecord(
+            "icbpl.cli", logging.ERROR, __file__, 0, "failed: %s", (one_line(err),), None
+        )
+        handler.handle(record)
+        raise
+    finally:
+        lib.removeHandler(handler)
+        handler.close()
+
+
+class EpochProgress(logging.Handler):
+    """A tqdm bar over training epochs, fed by the ``"epoch N: ..."`` records of
+    ``icbpl.training`` (the estimator logs each epoch; it has no callback argument)."""
+
+    def __init__(self, epochs: int, *, disable: bool) -> None:
+        super().__init__(logging.INFO)
+        from tqdm.auto import tqdm
+
+        self.bar: Any = tqdm(total=epochs, desc="training", unit="epoch", disable=disable)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Advance the bar by one epoch for each epoch record."""
+        if isinstance(record.msg, str) and record.msg.startswith("epoch ") and record.args:
+            args = record.args if isinstance(record.args, tuple) else ()
+            if len(args) >= 3:
+                self.bar.set_postfix(loss=f"{args[1]:.3f}", score=f"{args[2]:.3f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+        super().close()
+
+
+class StageReporter:
+    """Callback for the pipeline's stages: a line per stage on stderr and the training bar."""
+
+    def __init__(self, *, epochs: int, quiet: bool, stream: TextIO | None = None) -> None:
+        self.epochs = epochs
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._progress: EpochProgress | None = None
+
+    def __call__(self, stage: str) -> None:
+        """Start ``stage``: end the previous one's display, announce this one."""
+        self.close()
+        if not self.quiet:
+            print(f"icbpl: {STAGE_TEXT.get(stage, stage)} ...", file=self.stream, flush=True)
+        if stage == "train":
+            self._progress = EpochProgress(self.epochs, disable=self.quiet)
+            logging.getLogger("icbpl.training").addHandler(self._progress)
+
+    def close(self) -> None:
+        """Remove the training bar, if one is shown."""
+        if self._progress is not None:
+            logging.getLogger("icbpl.training").removeHandler(self._progress)
+            self._progress.close()
+            self._progress = None
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``ACC 0.912  NMI 0.860  ARI 0.830``."""
+    return "  ".join(f"{name.upper()} {metrics[name]:.3f}" for name in ("acc", "nmi", "ari"))
+
+
+def print_skipped(skipped: list[Any], *, limit: int = 20, where: str = "summary.json") -> None:
+    """List skipped inputs ``(path, reason)`` on stdout, at most ``limit`` of them."""
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} file(s):")
+    for path, reason in list(skipped)[:limit]:
+        print(f"  {path}: {reason}")
+    if len(skipped) > limit:
+        print(f"  ... and {len(skipped) - limit} more (all listed in {where})")

@@ -1,0 +1,239 @@
+"""The argument parser of ``icbpl`` (built without importing torch, so ``--help`` is quick)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+__all__ = ["DEFAULTS", "build_parser", "parse_k"]
+
+
+def _cluster_defaults() -> dict[str, object]:
+    from icbpl.pipeline import ClusterConfig
+
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(ClusterConfig)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+#: Default of every `icbpl.pipeline.ClusterConfig` field (shown in the help).
+DEFAULTS = _cluster_defaults()
+
+
+def parse_k(text: str) -> int | str:
+    """``--k``: an integer >= 2, or ``"auto"``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected the number of clusters (an integer >= 2) or 'auto', got {text!r}"
+        ) from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"the number of clusters should be >= 2, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or stage lines on stderr"
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log details on stderr and show tracebacks of errors",
+    )
+    return parent
+
+
+def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:
+    def default(name: str) -> str:
+        return " (default: the run's)" if from_run else f" (default: {DEFAULTS[name]})"
+
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        metavar="B",
+        help="images per encoder forward pass" + default("batch_size"),
+    )
+    p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda[:i] or mps" + default("device"))
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="numeric precision of the encoder" + default("precision"),
+    )
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache folder (default: "
+        + ("the run's" if from_run else "$ICBPL_CACHE/features or ~/.cache/icbpl/features")
+        + ")",
+    )
+    cache.add_argument(
+        "--no-cache", action="store_true", help="keep features in memory, write no cache"
+    )
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="read PATH as this dataset's root (cifar10, cifar100, stl10, mnist, ...)",
+    )
+    p.add_argument(
+        "--split", metavar="S", help="dataset split (train, test, all), or a sub-folder of PATH"
+    )
+
+
+def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p = sub.add_parser(
+        "cluster",
+        parents=[common],
+        help="cluster a folder of images (or a dataset)",
+        description=(
+            "Cluster the images in PATH into K groups with ICBPL: features from a pretrained "
+            "encoder (+ augmented views, cached), nearest neighbours, then the ICBPL head. "
+            "Writes assignments.csv, latent.npy, summary.json, config.json, model/ and log.txt "
+            "into --out."
+        ),
+    )
+    p.add_argument("path", nargs="?", metavar="PATH", help="folder of images, or a dataset root")
+    p.add_argument("--k", type=parse_k, metavar="K", help="number of clusters ('auto': later)")
+    p.add_argument(
+        "--out", metavar="DIR", help="results folder to write (default: ./<PATH name>-icbpl)"
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="repeat a run: the config.json of an earlier results folder (options given here "
+        "override its values)",
+    )
+    _source_options(p)
+    p.add_argument("--encoder", metavar="NAME", help=f"encoder (default: {d['encoder']})")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="encoder checkpoint file, or 'random' (default: the encoder's default weights)",
+    )
+    p.add_argument(
+        "--input-size", type=_positive, metavar="PX", help="encoder input side in pixels"
+    )
+    p.add_argument(
+        "--views",
+        type=_positive,
+        metavar="V",
+        help=f"augmented views per image (default: {d['views']})",
+    )
+    p.add_argument(
+        "--epochs", type=_positive, metavar="E", help=f"training epochs (default: {d['epochs']})"
+    )
+    _extraction_options(p, from_run=False)
+    p.add_argument(
+        "--seed", type=_positive, metavar="S", help=f"random seed (default: {d['seed']})"
+    )
+    p.add_argument(
+        "--latent-dim",
+        type=_positive,
+        metavar="D",
+        help=f"latent dimension of the head (default: {d['latent_dim']})",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=_positive,
+        metavar="N",
+        help=f"nearest neighbours per image for the neighbour loss (default: {d['n_neighbours']})",
+    )
+    p.add_argument("--report", action="store_true", help="also write report.html")
+    p.add_argument(
+        "--map",
+        choices=("tsne", "pca"),
+        default="tsne",
+        help="2-D map of the report (default: tsne)",
+    )
+    p.set_defaults(command="cluster")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``icbpl`` parser with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="icbpl",
+        description="Cluster unlabelled images with ICBPL (arXiv 2408.01920).",
+        epilog="Start with `icbpl demo`; then `icbpl cluster photos/ --k 10 --out results/`.",
+    )
+    from icbpl import __version__
+
+    parser.add_argument("--version", action="version", version=f"icbpl {__version__}")
+    common = _common()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="cluster scikit-learn's 8x8 digits with ICBPL and k-means (no download)",
+        description="Cluster scikit-learn's bundled 8x8 digits (1797 images) from raw pixels "
+        "with ICBPL (affine views) and with k-means, and print ACC, NMI and ARI of both.",
+    )
+    demo.add_argument("--seed", type=_positive, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--epochs", type=_positive, default=60, help="ICBPL training epochs (default: 60)"
+    )
+    demo.add_argument(
+        "--views", type=_positive, default=4, help="affine views per image (default: 4)"
+    )
+
+    _add_cluster(sub, common)
+
+    predict = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="assign new images with a saved run",
+        description="Assign the images in PATH to the clusters of a run of `icbpl cluster`, "
+        "with the same encoder and preprocessing (read from the run's config.json).",
+    )
+    predict.add_argument("run", metavar="MODEL_DIR", help="results folder of `icbpl cluster`")
+    predict.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
+    predict.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
+    _source_options(predict)
+    _extraction_options(predict, from_run=True)
+
+    sub.add_parser(
+        "encoders",
+        parents=[common],
+        help="list the encoders",
+        description="List the registered encoders: feature dimension, input size, how their "
+        "default weights were trained, and whether those weights are available.",
+    )
+
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write report.html for a results folder",
+        description="Write a self-contained HTML report (thumbnails, 2-D map, cluster sizes, "
+        "metrics when labels are known) of a results folder of `icbpl cluster`.",
+    )
+    report.add_argument("results", metavar="RESULTS_DIR", help="results folder")
+    report.add_argument(
+        "--map", choices=("tsne", "pca"), default="tsne", help="2-D map (default: tsne)"
+    )
+    report.add_argument(
+        "--out", metavar="FILE", help="HTML file (default: RESULTS_DIR/report.html)"
+    )
+    return parser

@@ -1,0 +1,160 @@
+"""`ClusterConfig`: everything that determines a clustering run, as written to config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CONFIG_FORMAT", "CONFIG_VERSION", "ClusterConfig", "PipelineError"]
+
+CONFIG_FORMAT = "icbpl.cluster"
+CONFIG_VERSION = 1
+
+
+class PipelineError(ValueError):
+    """A configuration or input the pipeline cannot run with; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything that determines a clustering run (written to ``config.json``).
+
+    Attributes:
+        path: folder of images, or the root / archive of ``dataset``.
+        k: number of clusters, or ``"auto"`` (needs ``icbpl.choose_k``; not available yet).
+        dataset: a name from `icbpl.data.list_datasets` (then ``path`` is its root), or ``None``.
+        split: the dataset split (or a sub-folder of a plain folder); ``None``: the default.
+        encoder: registry name (`icbpl.encoders.list_encoders`).
+        weights: ``None`` (the encoder's default weights), ``"random"`` or a checkpoint file.
+        input_size: encoder input side in pixels (``None``: the encoder's default).
+        views: augmented views per image for the augmentation loss (0: none).
+        epochs: training epochs of the head.
+        batch_size: images per forward pass of the encoder.
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:i]"`` or ``"mps"`` (extraction and training).
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (extraction).
+        cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
+        seed: seed of the views, random encoder weights and training.
+        latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
+        distance, weight_decay, min_distance_warmup: hyper-parameters of
+            `icbpl.estimator.ICBPL` (its defaults, the paper's; ``train_batch_size`` is its
+            ``batch_size``).
+    """
+
+    path: str
+    k: int | str
+    dataset: str | None = None
+    split: str | None = None
+    encoder: str = "efficientnet_lite0"
+    weights: str | None = None
+    input_size: int | None = None
+    views: int = 2
+    epochs: int = 60
+    batch_size: int = 256
+    device: str = "auto"
+    precision: str = "auto"
+    cache_dir: str | None = None
+    seed: int = 0
+    latent_dim: int = 100
+    hidden: tuple[int, ...] = (512,)
+    train_batch_size: int = 100
+    lr: float = 1e-3
+    loss_weights: tuple[float, float, float, float] = (8.0, 2.0, 2.0, 1.0)
+    n_neighbours: int = 4
+    refresh_every: int = 30
+    distance: str = "cosine"
+    weight_decay: float = 0.0
+    min_distance_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
+
+    def validate(self) -> None:
+        """Raise :class:`PipelineError` for values no run can use (before any work is done)."""
+        if not (self.k == "auto" or (isinstance(self.k, int) and not isinstance(self.k, bool))):
+            raise PipelineError(f"k={self.k!r} should be an integer >= 2 or 'auto'")
+        if isinstance(self.k, int) and self.k < 2:
+            raise PipelineError(f"k={self.k} should be >= 2 clusters")
+        checks = {
+            "views": (self.views, 0),
+            "epochs": (self.epochs, 1),
+            "batch_size": (self.batch_size, 1),
+            "seed": (self.seed, 0),
+            "latent_dim": (self.latent_dim, 2),
+            "train_batch_size": (self.train_batch_size, 2),
+            "n_neighbours": (self.n_neighbours, 0),
+            "refresh_every": (self.refresh_every, 0),
+            "min_distance_warmup": (self.min_distance_warmup, 0),
+        }
+        for name, (value, low) in checks.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PipelineError(f"{name}={value!r} should be an integer >= {low}")
+        if self.input_size is not None and (
+            isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
+        ):
+            raise PipelineError(f"input_size={self.input_size!r} should be an integer or None")
+        if self.input_size is not None and self.input_size < 8:
+            raise PipelineError(f"input_size={self.input_size} should be >= 8 pixels")
+        if len(self.loss_weights) != 4 or min(self.loss_weights) < 0:
+            raise PipelineError(f"loss_weights={self.loss_weights} should be 4 numbers >= 0")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise PipelineError(
+                f"lr={self.lr} should be > 0 and weight_decay={self.weight_decay} >= 0"
+            )
+        w = self.weights
+        if w not in (None, "random") and not str(w).startswith(("http://", "https://")):
+            if not Path(str(w)).expanduser().is_file():
+                raise PipelineError(
+                    f"weights file {w} does not exist; pass the path of a checkpoint file, "
+                    "'random', or leave the weights out for the encoder's default weights"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (lists for tuples)."""
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        out["loss_weights"] = list(self.loss_weights)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they would be ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PipelineError(
+                f"unknown configuration key(s) {unknown}; known keys: {sorted(known)}"
+            )
+        missing = [k for k in ("path", "k") if k not in data]
+        if missing:
+            raise PipelineError(f"configuration lacks {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ClusterConfig:
+        """Read the configuration of a ``config.json`` written by :func:`run_cluster`.
+
+        ``path`` may also be the results folder holding it.
+        """
+        p = Path(path)
+        if p.is_dir():
+            p = p / "config.json"
+        if not p.is_file():
+            raise PipelineError(
+                f"{p} not found; pass the config.json of a results folder of `icbpl cluster`"
+            )
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise PipelineError(f"{p} is not valid JSON: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+            raise PipelineError(f"{p} is not an icbpl cluster configuration (format mismatch)")
+        if data.get("version") != CONFIG_VERSION:
+            raise PipelineError(
+                f"{p} has version {data.get('version')}; this icbpl reads {CONFIG_VERSION}"
+            )
+        return cls.from_dict(dict(data["config"]))

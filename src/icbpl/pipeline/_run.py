@@ -1,0 +1,351 @@
+"""`run_cluster` and `predict_run`: the stages chained, with timings and the results folder."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
+from icbpl.pipeline._stages import (
+    build_encoder,
+    check_k,
+    extract,
+    image_paths,
+    jsonable,
+    open_source,
+    prepare_out_dir,
+    resolve_k,
+    seeded_torch,
+    source_loader,
+    write_assignments,
+    write_json,
+)
+
+__all__ = ["ClusterRun", "Prediction", "image_loader_for", "predict_run", "run_cluster"]
+
+logger = logging.getLogger(__name__)
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass
+class ClusterRun:
+    """What :func:`run_cluster` produced.
+
+    Attributes:
+        out_dir: the results folder.
+        summary: the contents of ``summary.json``.
+        labels: ``(N,)`` cluster of each image.
+        source: the image source that was clustered (for reports of array datasets).
+    """
+
+    out_dir: Path
+    summary: dict[str, Any]
+    labels: np.ndarray
+    source: Any = field(repr=False, default=None)
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict_run` produced: the CSV written and a summary of it."""
+
+    out_csv: Path
+    labels: np.ndarray
+    scores: np.ndarray
+    sizes: list[int]
+    metrics: dict[str, float] | None
+    skipped: list[tuple[str, str]]
+    n_images: int
+
+
+# ------------------------------------------------------------------------------ cluster
+def run_cluster(
+    config: ClusterConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    on_stage: StageCallback | None = None,
+    command: str | None = None,
+) -> ClusterRun:
+    """Cluster the images ``config`` names and write a results folder (see the module notes).
+
+    Args:
+        config: what to run.
+        out_dir: results folder (created; an earlier run's outputs in it are replaced).
+        progress: show progress bars (stderr) for the folder scan and feature extraction.
+        on_stage: called with each stage's name as it starts (``"encoder"``, ``"images"``,
+            ``"features"``, ``"neighbours"``, ``"train"``, ``"write"``).
+        command: the command line, recorded in ``summary.json``.
+
+    Raises:
+        PipelineError: invalid configuration, fewer images than clusters, ``k="auto"``.
+        icbpl.data.DataError: no images, unknown dataset.
+        ImportError, FileNotFoundError: weights that are not installed or not found.
+    """
+    from icbpl import __version__
+    from icbpl.device import resolve_device
+    from icbpl.estimator import ICBPL
+    from icbpl.features import weights_digest
+    from icbpl.metrics import evaluate
+    from icbpl.neighbours import mine_neighbours
+
+    config.validate()
+    check_k(config.k)
+    out = Path(out_dir)
+    prepare_out_dir(out)
+    stage = on_stage or (lambda name: None)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def timed(name: str) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def block() -> Iterator[None]:
+            stage(name)
+            t0 = time.perf_counter()
+            yield
+            timings[name] = round(time.perf_counter() - t0, 3)
+
+        return block()
+
+    with timed("encoder"):
+        encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
+        enc_cfg = encoder.config
+        digest = weights_digest(encoder)
+        if enc_cfg.supervised:
+            logger.info(
+                "encoder %s uses weights trained with labels (supervised): the clustering is not "
+                "unsupervised end to end",
+                enc_cfg.name,
+            )
+        if enc_cfg.weights == "random":
+            logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
+
+    with timed("images"):
+        source = open_source(config.path, config.dataset, config.split, progress=progress)
+        n = len(source)
+        if isinstance(config.k, int) and n < config.k:
+            raise PipelineError(
+                f"{n} images should be >= k={config.k} clusters; pass a smaller --k or add images"
+            )
+
+    with timed("features"):
+        fs = extract(
+            encoder,
+            source,
+            views=config.views,
+            batch_size=config.batch_size,
+            device=config.device,
+            precision=config.precision,
+            cache_dir=config.cache_dir,
+            seed=config.seed,
+            progress=progress,
+        )
+        # copies: the cache's arrays are read-only memory maps
+        features = np.array(fs.features, dtype=np.float32)
+        views = np.array(fs.views, dtype=np.float32) if fs.views is not None else None
+
+    k = resolve_k(config.k, features, config.seed)
+    if n < k:
+        raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
+    n_neighbours = min(config.n_neighbours, n - 1)
+    if n_neighbours < config.n_neighbours:
+        logger.warning(
+            "only %d images: using %d neighbours instead of %d",
+            n,
+            n_neighbours,
+            config.n_neighbours,
+        )
+
+    with timed("neighbours"):
+        neighbours = mine_neighbours(features, n_neighbours) if n_neighbours else None
+
+    with timed("train"):
+        device = resolve_device(config.device)
+        model = ICBPL(
+            n_clusters=k,
+            latent_dim=config.latent_dim,
+            hidden=config.hidden,
+            epochs=config.epochs,
+            batch_size=config.train_batch_size,
+            lr=config.lr,
+            loss_weights=config.loss_weights,
+            n_neighbours=n_neighbours,
+            refresh_every=config.refresh_every,
+            distance=config.distance,
+            weight_decay=config.weight_decay,
+            min_distance_warmup=config.min_distance_warmup,
+            device=str(device),
+            random_state=config.seed,
+        )
+        with seeded_torch(config.seed):
+            model.fit(features, source.labels, views=views, neighbours=neighbours)
+
+    with timed("write"):
+        latent = model.transform(features).astype(np.float32)
+        cosines = latent @ model.centroids_.T
+        clusters = model.labels_
+        scores = cosines[np.arange(n), clusters]
+        labels = source.labels
+        paths = image_paths(source)
+        write_assignments(
+            out / "assignments.csv", list(source.ids), paths, clusters, scores, labels
+        )
+        np.save(out / "latent.npy", latent)
+        if neighbours is not None:
+            np.save(out / "neighbours.npy", neighbours.astype(np.int64))
+        model.save(out / "model")
+        write_json(
+            out / "config.json",
+            {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "config": config.to_dict()},
+        )
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+
+    sizes = np.bincount(clusters, minlength=k)
+    metrics = evaluate(labels, clusters) if labels is not None else None
+    summary: dict[str, Any] = {
+        "icbpl_version": __version__,
+        "command": command,
+        "settings": config.to_dict(),
+        "n_clusters": k,
+        "n_images": n,
+        "source": {
+            "path": str(Path(config.path).expanduser().resolve()),
+            "dataset": config.dataset,
+            "split": config.split,
+            "type": type(source).__name__,
+            "fingerprint": source.fingerprint(),
+        },
+        "encoder": {**enc_cfg.to_dict(), "weights_digest": digest},
+        "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
+        "icbpl": model.get_params(),
+        "class_names": source.class_names,
+        "skipped": [list(item) for item in source.skipped],
+        "degraded": [list(item) for item in getattr(source, "degraded", [])],
+        "duplicate_groups": getattr(source, "duplicate_groups", []),
+        "cluster_sizes": sizes.tolist(),
+        "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
+        "metrics": metrics,
+        "best_epoch": int(model.best_epoch_),
+        "timings": timings,
+        "history": [dataclasses.asdict(r) for r in model.history_],
+    }
+    write_json(out / "summary.json", summary)
+    logger.info("wrote results to %s (%.1f s)", out, timings["total"])
+    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+
+
+# ------------------------------------------------------------------------------ predict
+def predict_run(
+    run_dir: str | os.PathLike[str],
+    path: str,
+    out_csv: str | os.PathLike[str],
+    *,
+    dataset: str | None = None,
+    split: str | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    on_stage: StageCallback | None = None,
+) -> Prediction:
+    """Assign the images at ``path`` to the clusters of the run saved in ``run_dir``.
+
+    The encoder and its preprocessing are rebuilt from the run's ``config.json`` (random weights
+    from its seed) and checked against the digest recorded in ``summary.json``; the head is
+    `ICBPL.load` of ``run_dir/model``. Options left ``None`` take the run's values; the
+    cache defaults to the run's (``""`` disables it).
+
+    Raises:
+        PipelineError: ``run_dir`` is not a results folder, or the encoder weights changed.
+    """
+    from icbpl.estimator import ICBPL
+    from icbpl.features import weights_digest
+    from icbpl.metrics import evaluate
+
+    run = Path(run_dir)
+    stage = on_stage or (lambda name: None)
+    config = ClusterConfig.from_file(run)
+    if not (run / "model" / "model.safetensors").is_file():
+        raise PipelineError(f"{run / 'model'} holds no saved model; re-run `icbpl cluster`")
+    stage("encoder")
+    encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
+    summary_file = run / "summary.json"
+    if summary_file.is_file():
+        recorded = json.loads(summary_file.read_text("utf-8")).get("encoder", {})
+        expected = recorded.get("weights_digest")
+        if expected and weights_digest(encoder) != expected:
+            raise PipelineError(
+                f"the {config.encoder} weights ({config.weights or 'default'}) differ from those "
+                f"the run in {run} was trained with; restore the original weight file"
+            )
+    model = ICBPL.load(run / "model")
+    stage("images")
+    source = open_source(path, dataset, split, progress=progress)
+    stage("features")
+    fs = extract(
+        encoder,
+        source,
+        views=0,
+        batch_size=batch_size or config.batch_size,
+        device=device or config.device,
+        precision=precision or config.precision,
+        cache_dir=config.cache_dir if cache_dir is None else cache_dir,
+        seed=config.seed,
+        progress=progress,
+    )
+    stage("assign")
+    features = np.array(fs.features, dtype=np.float32)
+    cosines = model.cosine_scores(features)
+    clusters = cosines.argmax(axis=1).astype(np.int64)
+    scores = cosines[np.arange(len(clusters)), clusters]
+    out = Path(out_csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_assignments(out, list(source.ids), image_paths(source), clusters, scores, source.labels)
+    k = int(model.centroids_.shape[0])
+    return Prediction(
+        out_csv=out,
+        labels=clusters,
+        scores=scores,
+        sizes=np.bincount(clusters, minlength=k).tolist(),
+        metrics=evaluate(source.labels, clusters) if source.labels is not None else None,
+        skipped=list(source.skipped),
+        n_images=len(source),
+    )
+
+
+def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
+    """Thumbnail loader for a run on a dataset without image files (for `write_report`).
+
+    Rebuilds the run's source from ``config.json`` when ``assignments.csv`` has no paths; returns
+    ``None`` when the rows have paths, or when the source cannot be opened or no longer matches.
+    """
+    run = Path(run_dir)
+    try:
+        config = ClusterConfig.from_file(run)
+        with (run / "assignments.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (PipelineError, OSError):
+        return None
+    if not rows or any(r.get("path") for r in rows):
+        return None
+    try:
+        source = open_source(config.path, config.dataset, config.split)
+    except (ValueError, OSError) as err:
+        logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
+        return None
+    if list(source.ids) != [r["id"] for r in rows]:
+        logger.warning("no thumbnails: the run's images changed since it ran")
+        return None
+    return source_loader(source)

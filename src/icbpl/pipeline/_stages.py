@@ -1,0 +1,262 @@
+"""The stages of a run as small functions: open the images, build the encoder, extract, write."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icbpl.pipeline._config import PipelineError
+
+logger = logging.getLogger(__name__)
+
+#: Files and folders a run writes; an existing results folder loses these before a new run
+#: (``log.txt`` excepted: the command line may already be logging into it).
+RUN_OUTPUTS = (
+    "assignments.csv",
+    "latent.npy",
+    "neighbours.npy",
+    "summary.json",
+    "config.json",
+    "model",
+    "report.html",
+    "map.png",
+)
+
+
+def open_source(
+    path: str, dataset: str | None = None, split: str | None = None, *, progress: bool = False
+) -> Any:
+    """The image source of a folder, a recognised dataset file, or ``dataset`` under ``path``.
+
+    Raises:
+        icbpl.data.DataError: missing path, no images, unknown dataset or split.
+    """
+    from icbpl.data import DataError, ImageFolder, dataset_info, list_datasets, load_dataset
+
+    if dataset is not None:
+        return load_dataset(dataset, split=split, root=path)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{p} does not exist; pass a folder of images or a dataset file")
+    claimed = any(
+        (claims := dataset_info(name).claims) is not None and claims(p) for name in list_datasets()
+    )
+    if p.is_dir() and not claimed:
+        folder = p / split if split is not None else p
+        if split is not None and not folder.is_dir():
+            raise DataError(f"split={split!r} asks for the sub-folder {folder}, which is missing")
+        return ImageFolder(folder, progress=progress)
+    return load_dataset(str(p), split=split)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator inside the block and restore the caller's state after it."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_encoder(name: str, weights: str | None, input_size: int | None, seed: int) -> Any:
+    """``create_encoder(name, weights, input_size=...)``; random weights are drawn from ``seed``.
+
+    Raises:
+        PipelineError: unknown encoder or an option it does not take.
+    """
+    from icbpl.encoders import create_encoder, list_encoders
+
+    kwargs: dict[str, Any] = {} if input_size is None else {"input_size": input_size}
+    known = list_encoders()
+    if name not in known and ":" not in name:
+        raise PipelineError(
+            f"unknown encoder {name!r}; choose one of {', '.join(known)} "
+            "(`icbpl encoders` lists them) or 'timm:<model>'"
+        )
+    with seeded_torch(seed):
+        try:
+            return create_encoder(name, weights=weights, **kwargs)
+        except TypeError as err:
+            if input_size is not None and "input_size" in str(err):
+                raise PipelineError(
+                    f"encoder {name!r} has a fixed input size; leave out input_size "
+                    f"(--input-size) ({err})"
+                ) from None
+            raise
+
+
+def k_chooser() -> Callable[..., Any] | None:
+    """``icbpl.choose_k`` (a function, or a module holding one) when it exists, else ``None``."""
+    import importlib
+    import importlib.util
+
+    import icbpl
+
+    found = getattr(icbpl, "choose_k", None)
+    if found is None and importlib.util.find_spec("icbpl.choose_k") is not None:
+        found = importlib.import_module("icbpl.choose_k")
+    if found is not None and not callable(found):
+        found = getattr(found, "choose_k", None)
+    return found if callable(found) else None
+
+
+_NO_AUTO_K = "k='auto' (--k auto) is not yet supported; pass the number of clusters, e.g. --k 10"
+
+
+def check_k(k: int | str) -> None:
+    if k == "auto" and k_chooser() is None:
+        raise PipelineError(_NO_AUTO_K)
+
+
+def resolve_k(k: int | str, features: np.ndarray, seed: int) -> int:
+    """The number of clusters: ``k`` itself, or ``icbpl.choose_k``'s choice for ``"auto"``.
+
+    Seam for automatic selection: once ``icbpl.choose_k`` exists it is called here as
+    ``choose_k(features, seed=seed)`` and may return an int or an object with a ``k``.
+    """
+    if k != "auto":
+        return int(k)
+    chooser = k_chooser()
+    if chooser is None:
+        raise PipelineError(_NO_AUTO_K)
+    chosen = chooser(features, seed=seed)
+    value = int(getattr(chosen, "k", chosen))
+    logger.info("k='auto': chose k=%d", value)
+    return value
+
+
+def cache_dir_path(value: str | None) -> Path | None:
+    if value == "":
+        return None
+    if value is None:
+        from icbpl.data import cache_root
+
+        return cache_root() / "features"
+    return Path(value).expanduser()
+
+
+def prepare_out_dir(out_dir: str | os.PathLike[str]) -> None:
+    """Create ``out_dir``, or clear the outputs of an earlier run in it.
+
+    A non-empty folder that does not hold a previous run is refused rather than mixed into.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PipelineError(f"--out {out_dir} is a file; pass a folder for the results")
+    if out_dir.is_dir():
+        entries = {p.name for p in out_dir.iterdir()}
+        if entries and not entries & {"config.json", "summary.json", "assignments.csv", "log.txt"}:
+            raise PipelineError(
+                f"--out {out_dir} is a non-empty folder that holds no icbpl results; pass a new "
+                "or empty folder (or a previous results folder to overwrite it)"
+            )
+        for name in RUN_OUTPUTS:
+            target = out_dir / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
+
+
+def image_paths(source: Any) -> list[str]:
+    """Absolute file path of each image, ``""`` where the source has none (array datasets)."""
+    path_of = getattr(source, "path", None)
+    if not callable(path_of):
+        return [""] * len(source)
+    return [str(Path(path_of(i)).resolve()) for i in range(len(source))]
+
+
+def write_assignments(
+    path: str | os.PathLike[str],
+    ids: list[str],
+    paths: list[str],
+    clusters: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None = None,
+) -> Path:
+    """Write ``id,path,cluster,score[,label]`` rows (score with 6 decimals) and return the path."""
+    out = Path(path)
+    header = ["id", "path", "cluster", "score"] + (["label"] if labels is not None else [])
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i, (ident, p) in enumerate(zip(ids, paths, strict=True)):
+            row = [ident, p, int(clusters[i]), f"{float(scores[i]):.6f}"]
+            if labels is not None:
+                row.append(int(labels[i]))
+            writer.writerow(row)
+    return out
+
+
+def extract(
+    encoder: Any,
+    source: Any,
+    *,
+    views: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+    cache_dir: str | None,
+    seed: int,
+    progress: bool,
+) -> Any:
+    from icbpl.device import resolve_device
+    from icbpl.features import extract_features
+
+    cache = cache_dir_path(cache_dir)
+    return extract_features(
+        encoder,
+        source,
+        views=views,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        precision=precision,
+        cache_dir=cache,
+        seed=seed,
+        progress=progress,
+    )
+
+
+def source_loader(source: Any) -> Callable[[int], np.ndarray]:
+    """``i -> (H, W, 3)`` uint8 image ``i`` of ``source`` (an `icbpl.data.ImageSource`)."""
+
+    def load(i: int) -> np.ndarray:
+        return np.ascontiguousarray(source.load(i).permute(1, 2, 0).numpy())
+
+    return load

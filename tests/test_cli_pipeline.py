@@ -1,0 +1,136 @@
+"""Units behind the command: the digits' affine views and the pipeline's configuration."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icbpl.digits import _affine, digits_views, load_digits_data
+from icbpl.pipeline import ClusterConfig, PipelineError, prepare_out_dir, write_assignments
+
+
+# ------------------------------------------------------------------------------ digits
+def test_load_digits_data() -> None:
+    images, labels = load_digits_data()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert labels.shape == (1797,) and set(labels.tolist()) == set(range(10))
+
+
+def test_digits_views_shape_seed_and_range() -> None:
+    images, _ = load_digits_data()
+    x = images[:50]
+    views = digits_views(x, 4, seed=3)
+    assert views.shape == (4, 50, 8, 8) and views.dtype == np.float32
+    np.testing.assert_array_equal(views, digits_views(x, 4, seed=3))
+    assert not np.array_equal(views, digits_views(x, 4, seed=4))
+    assert not np.array_equal(views[0], views[1])  # each view has its own transform
+    assert views.min() >= 0.0 and views.max() <= 1.0 + 1e-6  # bilinear: a convex combination
+    # small transforms: each view stays close to its image
+    assert np.abs(views - x[None]).mean() < np.abs(x[1:] - x[:-1]).mean()
+
+
+def test_digits_views_identity_when_the_ranges_are_zero() -> None:
+    images, _ = load_digits_data()
+    views = digits_views(images[:10], 2, max_rotation=0.0, scale=(1.0, 1.0), max_shift=0.0)
+    np.testing.assert_allclose(views, np.broadcast_to(images[:10], views.shape), atol=1e-6)
+
+
+def test_affine_matches_hand_computed_transforms() -> None:
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)
+    # a quarter turn about the centre (3.5, 3.5) maps the pixel grid onto itself
+    turned = _affine(image, math.pi / 2, 1.0, (0.0, 0.0))
+    assert np.allclose(turned, np.rot90(image, 1)) or np.allclose(turned, np.rot90(image, -1))
+    # a whole-pixel shift moves the content by one row (zeros come in)
+    shifted = _affine(image, 0.0, 1.0, (1.0, 0.0))
+    np.testing.assert_allclose(shifted[1:], image[:-1], atol=1e-5)
+    np.testing.assert_allclose(shifted[0], 0.0)
+    # half a pixel: the bilinear average of two neighbouring rows
+    half = _affine(image, 0.0, 1.0, (0.5, 0.0))
+    np.testing.assert_allclose(half[1:], (image[1:] + image[:-1]) / 2, atol=1e-5)
+
+
+def test_digits_views_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="should have shape"):
+        digits_views(np.zeros((3, 8)), 2)
+    with pytest.raises(ValueError, match="n_views=0"):
+        digits_views(np.zeros((3, 8, 8)), 0)
+    with pytest.raises(ValueError, match="scale"):
+        digits_views(np.zeros((3, 8, 8)), 1, scale=(1.1, 0.9))
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_round_trips_through_json() -> None:
+    config = ClusterConfig(path="/data/photos", k=7, views=3, hidden=[256, 128], seed=5)  # type: ignore[arg-type]
+    assert config.hidden == (256, 128)
+    again = ClusterConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+def test_config_from_dict_rejects_unknown_and_missing_keys() -> None:
+    with pytest.raises(PipelineError, match="unknown configuration key"):
+        ClusterConfig.from_dict({"path": "x", "k": 3, "epoch": 5})
+    with pytest.raises(PipelineError, match="lacks"):
+        ClusterConfig.from_dict({"path": "x"})
+
+
+def test_config_from_file_checks_the_format(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(PipelineError, match="not an icbpl cluster configuration"):
+        ClusterConfig.from_file(tmp_path)
+    with pytest.raises(PipelineError, match="not found"):
+        ClusterConfig.from_file(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"k": 1}, "k=1 should be >= 2"),
+        ({"k": "many"}, "should be an integer >= 2 or 'auto'"),
+        ({"views": -1}, "views=-1"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"latent_dim": 1}, "latent_dim=1"),
+        ({"input_size": 4}, "input_size=4"),
+        ({"loss_weights": (1.0, 1.0, -1.0, 1.0)}, "loss_weights"),
+        ({"weights": "/no/such/file.pth"}, "does not exist"),
+    ],
+)
+def test_config_validate(changes: dict[str, object], message: str) -> None:
+    config = ClusterConfig(**{"path": "x", "k": 3, **changes})  # type: ignore[arg-type]
+    with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
+        config.validate()
+
+
+def test_prepare_out_dir_clears_only_run_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    (out / "notes.md").write_text("mine")
+    prepare_out_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
+    with pytest.raises(PipelineError, match="non-empty folder"):
+        prepare_out_dir(out)  # notes.md alone is not a results folder
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PipelineError, match="is a file"):
+        prepare_out_dir(tmp_path / "file")
+
+
+def test_write_assignments(tmp_path: Path) -> None:
+    path = write_assignments(
+        tmp_path / "a.csv",
+        ["a", "b, c"],
+        ["/x/a.png", ""],
+        np.array([1, 0]),
+        np.array([0.5, -0.25]),
+        np.array([2, 3]),
+    )
+    lines = path.read_text().splitlines()
+    assert lines == [
+        "id,path,cluster,score,label",
+        "a,/x/a.png,1,0.500000,2",
+        '"b, c",,0,-0.250000,3',
+    ]
