@@ -29,10 +29,12 @@ from torch import Tensor, nn
 
 __all__ = [
     "DistContext",
+    "GlobalBatchNorm",
     "all_gather_with_grad",
     "barrier",
     "broadcast_tensor",
     "context",
+    "convert_global_batchnorm",
     "destroy_distributed",
     "gather_rows",
     "init_distributed",
@@ -188,21 +190,112 @@ def gather_rows(local: Tensor, ctx: DistContext | None = None) -> Tensor:
     return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)], dim=0)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients over ranks too (every rank's loss depends
+    on the global sum)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    r"""BatchNorm whose training statistics cover the batches of all ranks, on any device.
+
+    The CPU/gloo counterpart of ``nn.SyncBatchNorm`` (which needs CUDA): per channel the ranks
+    all-reduce :math:`(\sum x, \sum x^2, n)`, normalise with the global mean and biased variance
+    :math:`\mu = \sum x / n, \sigma^2 = \sum x^2 / n - \mu^2` and update the running
+    statistics with the unbiased variance, exactly as one process would over the global batch.
+    Outside training or without a process group it is a plain BatchNorm.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {input.dim()}-D")
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalise with global batch statistics in training, running statistics otherwise."""
+        if not (self.training and context().enabled):
+            return super().forward(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        x = input.float()
+        count = x.new_full((1,), x.numel() // c)
+        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                unbiased = var * n / (n - 1).clamp_min(1.0)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        shape = [1, c] + [1] * (input.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(input.dtype)
+
+
+def convert_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer of ``module`` by a :class:`GlobalBatchNorm` sharing its
+    parameters and buffers (state-dict keys unchanged, like ``convert_sync_batchnorm``)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, GlobalBatchNorm | nn.SyncBatchNorm
+    ):
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
+        if module.affine:
+            new.weight = module.weight
+            new.bias = module.bias
+        new.running_mean = module.running_mean
+        new.running_var = module.running_var
+        new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_global_batchnorm(child))
+    return module
+
+
 def wrap_ddp(module: nn.Module, device: torch.device, sync_bn: bool = True) -> nn.Module:
     """Wrap ``module`` in ``DistributedDataParallel`` when several processes run (else return it).
 
-    On CUDA, BatchNorm layers become ``SyncBatchNorm`` (``sync_bn``) so that their statistics cover
-    the global batch, as in a single process; CPU/gloo keeps per-rank statistics (SyncBatchNorm
-    needs an accelerator), which is the one place where a multi-process CPU run differs.
+    With ``sync_bn``, BatchNorm layers compute their training statistics over the global batch,
+    as in a single process: ``nn.SyncBatchNorm`` on CUDA, :class:`GlobalBatchNorm` elsewhere
+    (CPU/gloo). The layers are replaced inside ``module`` (keys of its state dict unchanged).
     """
     ctx = context()
     if not ctx.enabled:
         return module
-    if sync_bn and device.type == "cuda":
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if sync_bn:
+        if device.type == "cuda":
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        else:
+            module = convert_global_batchnorm(module)
     if not any(p.requires_grad for p in module.parameters()):
         return module
     ids = None
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)

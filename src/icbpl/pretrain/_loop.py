@@ -154,7 +154,7 @@ def pretrain_barlow_twins(
         warmup_epochs, final_lr_ratio: linear warm-up then cosine decay (:class:`WarmupCosine`).
         augment: ``augment(images, generator)``; default :func:`default_augment` (strong).
         device: ``None`` picks CUDA, MPS, then CPU; ``precision``: ``auto`` (bf16 autocast on
-            CUDA), ``fp32``, ``bf16`` or ``fp16``; ``channels_last`` defaults to True on CUDA.
+            CUDA), ``fp32`` or ``bf16``; ``channels_last`` defaults to True on CUDA.
         seed: seeds initialisation of the projector, shuffling and augmentations.
         out_dir: when given, a checkpoint is written every epoch to ``out_dir/checkpoint`` and the
             final encoder to ``out_dir/encoder.safetensors`` + ``encoder.json`` (loadable with

@@ -1,0 +1,425 @@
+"""One-command GPU protocol: Barlow Twins from scratch on CIFAR-10, then ICBPL fine-tuning.
+
+    python benchmarks/gpu_protocol.py --data ../shared/data/cifar10-jpg.tar.gz --out results/gpu
+
+On one H100 (about 20 minutes with the defaults):
+
+1. read the JPEG copy of CIFAR-10 (a ``.tar.gz`` or a folder holding ``train/<class>/*.jpg`` and
+   ``test/<class>/*.jpg``) and decode all 60,000 images to one uint8 tensor on the GPU
+   (``torchvision.io.decode_jpeg(device="cuda")``; CPU decoding is the fallback);
+2. Barlow Twins from scratch: CIFAR ResNet-18, projector 2048-2048-2048, LARS, batch 1024,
+   augmentations made on the GPU in batches, bf16 autocast, channels-last; the number of epochs
+   is fitted to ``--bt-minutes`` from a short timing probe;
+3. k-means on the pre-trained features (torch, on the GPU) as the reference point;
+4. ICBPL fine-tuning with ``last2`` and ``all`` for ``--ft-minutes`` each (neighbours by a
+   block-wise torch matmul + top-k on the GPU: faiss is not needed).
+
+Clusters are evaluated on all 60,000 images (train + test; the labels are used for evaluation
+only). ACC/NMI/ARI, seconds per epoch and peak GPU memory are written to ``OUT/results.json`` and
+``OUT/results.md``. ``--smoke`` runs the same code with tiny settings on the CPU (< 1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import re
+import sys
+import tarfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from icbpl.encoders import create_encoder
+from icbpl.finetune import finetune
+from icbpl.metrics import evaluate
+from icbpl.pretrain import pretrain_barlow_twins
+
+_T0 = time.perf_counter()
+_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
+
+
+def log(msg: str) -> None:
+    """Progress line with elapsed time, flushed at once."""
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_jpegs(path: Path, per_class: int | None) -> tuple[list[bytes], list[str], list[str]]:
+    """JPEG bytes, class names and splits of ``split/class/file`` entries (sorted by name)."""
+    entries: list[tuple[str, bytes]] = []
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            rel = f.relative_to(path).as_posix()
+            if f.is_file() and _MEMBER.search(rel):
+                entries.append((rel, f.read_bytes()))
+    else:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile() and _MEMBER.search(member.name):
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        entries.append((member.name, fh.read()))
+    entries.sort()
+    blobs, classes, splits = [], [], []
+    seen: dict[tuple[str, str], int] = {}
+    for name, data in entries:
+        m = _MEMBER.search(name)
+        assert m is not None
+        split, cls = m.group(1).lower(), m.group(2)
+        if per_class is not None:
+            seen[split, cls] = seen.get((split, cls), 0) + 1
+            if seen[split, cls] > per_class:
+                continue
+        blobs.append(data)
+        classes.append(cls)
+        splits.append(split)
+    if not blobs:
+        raise SystemExit(f"no train/<class>/*.jpg or test/<class>/*.jpg images found in {path}")
+    return blobs, classes, splits
+
+
+def decode(blobs: list[bytes], device: torch.device, chunk: int = 4096) -> torch.Tensor:
+    """Decode JPEGs to one ``(N, 3, H, W)`` uint8 tensor on ``device`` (GPU decoder on CUDA).
+
+    torchvision >= 0.29 marks its decoders deprecated in favour of TorchCodec; they still work,
+    and TorchCodec is not installed on the GPU machine, so the warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        return _decode(blobs, device, chunk)
+
+
+def _decode(blobs: list[bytes], device: torch.device, chunk: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    parts: list[torch.Tensor] = []
+    if device.type == "cuda":
+        try:
+            for s in range(0, len(datas), chunk):
+                imgs = decode_jpeg(datas[s : s + chunk], mode=ImageReadMode.RGB, device=device)
+                parts.append(torch.stack(imgs))
+            return torch.cat(parts)
+        except (RuntimeError, TypeError) as err:  # an old torchvision or no nvjpeg
+            log(f"GPU JPEG decoding failed ({err}); decoding on the CPU")
+            parts = []
+    try:
+        for s in range(0, len(datas), chunk):
+            parts.append(torch.stack(decode_jpeg(datas[s : s + chunk], mode=ImageReadMode.RGB)))
+    except (RuntimeError, TypeError):
+        from PIL import Image
+
+        parts = [
+            torch.from_numpy(np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))).permute(2, 0, 1)[
+                None
+            ]
+            for b in blobs
+        ]
+    return torch.cat(parts).to(device)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def features(encoder: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Encoder features of uint8 images, in eval mode, bf16 autocast on CUDA, float32 out."""
+    encoder.eval()
+    out = []
+    dev = images.device
+    size = encoder.config.input_size  # type: ignore[union-attr]
+    for s in range(0, images.shape[0], batch):
+        x = images[s : s + batch].float().div_(255)
+        if x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True
+            )
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out.append(encoder.encode(x).float())  # type: ignore[operator]
+    return torch.cat(out)
+
+
+def kmeans(x: torch.Tensor, k: int, n_init: int = 5, iters: int = 100, seed: int = 0) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding on the rows of ``x`` (torch, on ``x``'s device);
+    the run with the lowest inertia wins."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    best, best_inertia = None, float("inf")
+    sq = (x * x).sum(1)
+    for _ in range(n_init):
+        first = torch.randint(x.shape[0], (1,), generator=gen, device=x.device)
+        centres = x[first]
+        d2 = (sq - 2 * x @ centres.T + (centres * centres).sum(1)).clamp_min(0).min(1).values
+        for _ in range(1, k):
+            nxt = torch.multinomial(d2 / d2.sum(), 1, generator=gen)
+            centres = torch.cat([centres, x[nxt]])
+            d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
+        for _ in range(iters):
+            dist = sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]
+            assign = dist.argmin(1)
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=k)[:, None]
+            new = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+            if torch.allclose(new, centres, atol=1e-6):
+                break
+            centres = new
+        dist = sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]
+        inertia = float(dist.min(1).values.sum())
+        if inertia < best_inertia:
+            best, best_inertia = dist.argmin(1), inertia
+    assert best is not None
+    return best.cpu().numpy()
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def fit_epochs(budget_s: float, probe: Callable[[int], float], n: int, probe_n: int) -> int:
+    """Epochs that fit ``budget_s``: ``probe(probe_n)`` returns seconds per epoch on ``probe_n``
+    samples (after warm-up), scaled to ``n``."""
+    t0 = time.perf_counter()
+    per_epoch = probe(probe_n) * n / probe_n
+    left = budget_s - (time.perf_counter() - t0)
+    epochs = max(1, int(left / per_epoch))
+    log(f"  timing probe: ~{per_epoch:.1f}s per epoch -> {epochs} epochs in {left:.0f}s")
+    return epochs
+
+
+def peak_gb(device: torch.device) -> float:
+    if device.type != "cuda":
+        return 0.0
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="cifar10-jpg.tar.gz or its folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (results.json/.md)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--smoke", action="store_true", help="tiny settings, CPU-friendly (< 1 min)")
+    p.add_argument("--bt-minutes", type=float, default=11.0)
+    p.add_argument("--ft-minutes", type=float, default=3.0)
+    p.add_argument("--bt-batch", type=int, default=1024)
+    p.add_argument("--ft-batch", type=int, default=512)
+    p.add_argument("--bt-lr", type=float, default=None, help="LARS lr (default 0.3 x batch/256)")
+    p.add_argument("--strategies", default="last2,all")
+    p.add_argument("--refresh-every", type=int, default=10, help="neighbour re-mining period")
+    p.add_argument("--encoder", default="resnet18_cifar")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.smoke:
+        dev = torch.device("cpu" if args.device == "auto" else args.device)
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        per_class, enc_name, proj = 6, "resnet_cifar_tiny", (64, 64)
+        bt_batch, ft_batch, bt_epochs, ft_epochs = 32, 32, 2, 1
+    else:
+        from icbpl.device import resolve_device
+
+        dev = resolve_device(args.device)
+        per_class, enc_name, proj = None, args.encoder, (2048, 2048, 2048)
+        bt_batch, ft_batch, bt_epochs, ft_epochs = args.bt_batch, args.ft_batch, None, None
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"CPU {platform.machine()}",
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "dataset": "CIFAR-10 (JPEG copy), train + test",
+    }
+    log(f"device {dev} ({info['device']}), torch {torch.__version__}")
+
+    t = time.perf_counter()
+    blobs, classes, splits = read_jpegs(args.data, per_class)
+    names = sorted(set(classes))
+    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
+    images = decode(blobs, dev)
+    del blobs
+    info["n_images"] = int(images.shape[0])
+    info["decode_seconds"] = time.perf_counter() - t
+    log(
+        f"decoded {images.shape[0]} images {tuple(images.shape[1:])} to {images.device} "
+        f"in {info['decode_seconds']:.1f}s ({sum(s == 'test' for s in splits)} test)"
+    )
+    n, k = images.shape[0], len(names)
+    if args.smoke:
+        bt_batch = ft_batch = min(bt_batch, n)
+    results: dict[str, Any] = {"info": info, "stages": {}}
+
+    # ---- Barlow Twins from scratch
+    torch.manual_seed(args.seed)
+    encoder = create_encoder(enc_name, weights="random")
+    bt_kw: dict[str, Any] = {
+        "batch_size": bt_batch,
+        "projector": proj,
+        "optimizer": "lars",
+        "lr": args.bt_lr,
+        "loss_scale": 0.1,
+        "device": dev,
+        "seed": args.seed,
+    }
+    if bt_epochs is None:
+        probe_n = min(n, max(4 * bt_batch, n // 5))
+
+        def bt_probe(m: int) -> float:
+            r = pretrain_barlow_twins(encoder, images[:m], epochs=2, warmup_epochs=0, **bt_kw)
+            return float(r.history[-1]["seconds"])
+
+        log("Barlow Twins: timing probe")
+        bt_epochs = fit_epochs(args.bt_minutes * 60, bt_probe, n, probe_n)
+    warmup = max(1, min(10, bt_epochs // 10))
+    log(f"Barlow Twins: {enc_name}, {bt_epochs} epochs, batch {bt_batch}, warm-up {warmup}")
+    reset_peak(dev)
+    t = time.perf_counter()
+    bt = pretrain_barlow_twins(
+        encoder,
+        images,
+        epochs=bt_epochs,
+        warmup_epochs=warmup,
+        out_dir=args.out / "barlow_twins",
+        max_seconds=None if args.smoke else args.bt_minutes * 60 * 1.15,
+        **bt_kw,
+    )
+    bt_seconds = time.perf_counter() - t
+    for h in bt.history[:: max(1, len(bt.history) // 10)]:
+        log(f"  epoch {h['epoch'] + 1}: loss {h['loss']:.3f} ({h['seconds']:.1f}s)")
+    feats = features(bt.encoder, images, 1024)
+    normed = torch.nn.functional.normalize(feats, dim=1)
+    km = evaluate(labels, kmeans(normed, k, seed=args.seed))
+    results["stages"]["barlow_twins"] = {
+        "epochs": len(bt.history),
+        "batch_size": bt_batch,
+        "seconds": bt_seconds,
+        "seconds_per_epoch": bt.seconds_per_epoch,
+        "peak_gpu_gb": peak_gb(dev),
+        "final_loss": bt.history[-1]["loss"],
+        "weights": str(bt.weights_path),
+    }
+    results["stages"]["kmeans_on_bt_features"] = km
+    log(f"k-means on Barlow Twins features: {fmt(km)}")
+
+    # ---- ICBPL fine-tuning
+    for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
+        enc_lr = 1e-4 if strategy == "last2" else 3e-5
+        ft_kw: dict[str, Any] = {
+            "strategy": strategy,
+            "latent_dim": 100,
+            "hidden": (512,),
+            "batch_size": ft_batch,
+            "lr": 1e-3,
+            "encoder_lr": enc_lr,
+            "device": dev,
+            "seed": args.seed,
+            "extract_batch_size": 1024,
+        }
+        epochs = ft_epochs
+        if epochs is None:
+            probe_n = min(n, max(4 * ft_batch, n // 5))
+
+            def ft_probe(m: int, kw: dict[str, Any] = ft_kw) -> float:
+                r = finetune(bt.encoder, images[:m], k, epochs=2, refresh_every=0, **kw)
+                return float(r.history[1]["seconds"])
+
+            log(f"ICBPL {strategy}: timing probe")
+            epochs = fit_epochs(args.ft_minutes * 60, ft_probe, n, probe_n)
+        refresh = min(args.refresh_every, max(1, epochs // 2))
+        log(f"ICBPL {strategy}: {epochs} epochs, batch {ft_batch}, neighbours every {refresh}")
+        reset_peak(dev)
+        t = time.perf_counter()
+        res = finetune(
+            bt.encoder,
+            images,
+            k,
+            epochs=epochs,
+            refresh_every=refresh,
+            labels=labels,
+            eval_every=max(1, epochs // 5),
+            **ft_kw,
+        )
+        seconds = time.perf_counter() - t
+        for h in res.history:
+            if "acc" in h and "total" in h:
+                log(f"  after epoch {int(h['epoch']) + 1}: loss {h['total']:.4f} {fmt(h)}")
+        final = evaluate(labels, res.labels)
+        results["stages"][f"icbpl_{strategy}"] = {
+            "epochs": epochs,
+            "batch_size": ft_batch,
+            "seconds": seconds,
+            "seconds_per_epoch": res.seconds_per_epoch,
+            "peak_gpu_gb": peak_gb(dev),
+            "encoder_lr": enc_lr,
+            "refresh_every": refresh,
+            **final,
+            "cluster_sizes": np.bincount(res.labels, minlength=k).tolist(),
+        }
+        log(f"ICBPL {strategy}: {fmt(final)} ({seconds:.0f}s)")
+    info["total_seconds"] = time.perf_counter() - _T0
+    write(args.out, results)
+    log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return results
+
+
+def fmt(m: dict[str, Any]) -> str:
+    return f"ACC {m['acc']:.4f} NMI {m['nmi']:.4f} ARI {m['ari']:.4f}"
+
+
+def write(out: Path, results: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    info, st = results["info"], results["stages"]
+    smoke = " (SMOKE settings)" if info["smoke"] else ""
+    lines = [
+        f"# GPU protocol: {info['dataset']}",
+        "",
+        f"Device: {info['device']}; torch {info['torch']}; {info['n_images']} images; "
+        f"total {info['total_seconds'] / 60:.1f} min{smoke}.",
+        "",
+        "| stage | epochs | s/epoch | peak GPU GiB | ACC | NMI | ARI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bt = st["barlow_twins"]
+    km = st["kmeans_on_bt_features"]
+    lines.append(
+        f"| Barlow Twins + k-means | {bt['epochs']} | {bt['seconds_per_epoch']:.2f} | "
+        f"{bt['peak_gpu_gb']:.2f} | {km['acc']:.4f} | {km['nmi']:.4f} | {km['ari']:.4f} |"
+    )
+    for name, s in st.items():
+        if name.startswith("icbpl_"):
+            lines.append(
+                f"| ICBPL {name[6:]} | {s['epochs']} | {s['seconds_per_epoch']:.2f} | "
+                f"{s['peak_gpu_gb']:.2f} | {s['acc']:.4f} | {s['nmi']:.4f} | {s['ari']:.4f} |"
+            )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
