@@ -116,7 +116,12 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         ),
     )
     p.add_argument("path", nargs="?", metavar="PATH", help="folder of images, or a dataset root")
-    p.add_argument("--k", type=parse_k, metavar="K", help="number of clusters ('auto': later)")
+    p.add_argument(
+        "--k",
+        type=parse_k,
+        metavar="K",
+        help="number of clusters, an integer >= 2 ('auto' is not supported yet)",
+    )
     p.add_argument(
         "--out", metavar="DIR", help="results folder to write (default: ./<PATH name>-icbpl)"
     )
@@ -143,7 +148,10 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help=f"augmented views per image (default: {d['views']})",
     )
     p.add_argument(
-        "--epochs", type=_positive, metavar="E", help=f"training epochs (default: {d['epochs']})"
+        "--epochs",
+        type=_positive,
+        metavar="E",
+        help=f"training epochs of the ICBPL head (default: {d['epochs']})",
     )
     _extraction_options(p, from_run=False)
     p.add_argument(
