@@ -252,6 +252,30 @@ def test_onnx_backend_matches_torch(tmp_path: Path) -> None:
     np.testing.assert_allclose(got.views, ref.views, atol=1e-4)
 
 
+def test_onnx_export_is_cached_and_a_broken_one_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from icbpl.features import _backends
+
+    exports: list[Path] = []
+    real_export = _backends.export_onnx
+    monkeypatch.setattr(
+        _backends, "export_onnx", lambda e, p, s: (exports.append(p), real_export(e, p, s))
+    )
+    enc, src = TinyEncoder(), FakeSource(8)
+    first = _extract(enc, src, backend="onnx", cache_dir=tmp_path)
+    _extract(enc, FakeSource(8, seed=1), backend="onnx", cache_dir=tmp_path)
+    assert len(exports) == 1
+    (onnx_file,) = (tmp_path / "onnx").glob("*.onnx")
+    onnx_file.write_bytes(b"not an onnx model")
+    with pytest.warns(RuntimeWarning, match="exporting again"):
+        again = _extract(enc, FakeSource(8, seed=2), backend="onnx", cache_dir=tmp_path)
+    assert len(exports) == 2 and again.meta["backend"] == "onnx"
+    assert first.meta["backend"] == "onnx"
+
+
 def test_bf16_on_cpu_stays_close_to_fp32() -> None:
     enc, src = TinyEncoder(), FakeSource(8)
     fp32 = _extract(enc, src, precision="fp32").features

@@ -4,11 +4,11 @@ A runner is called with ``(B, 3, S, S)`` float32 images in [0, 1] (on the extrac
 returns ``(B, D)`` float32 features on the CPU. The encoder given by the caller is never modified:
 a copy is moved or re-laid-out when needed.
 
-Why ONNX Runtime: on the development CPU (2 cores, AVX2), ORT ran ``efficientnet_lite0`` about
-3x faster than the best PyTorch path (fp32, channels_last; see docs/BENCHMARKS.md) with outputs
-equal to fp32 PyTorch within 1e-5. ORT fuses the batch norms and activations into the
-convolutions, which PyTorch's eager mode, ``torch.jit.freeze`` and ``torch.compile`` did not
-speed up there.
+Why ONNX Runtime: on the development CPU (2 cores, AVX2; benchmarks/bench_extraction.py), ORT
+ran ``efficientnet_lite0`` at 160 px 3.2-3.4x faster than PyTorch fp32 channels_last and 2.1-2.3x
+faster than ``torch.compile`` (inductor, freezing), with features within 2e-5 of fp32 PyTorch.
+ORT fuses the batch norms and activations into the convolutions; eager PyTorch spends about a
+third of its time in separate batch-norm and clamp passes.
 """
 
 from __future__ import annotations
@@ -153,48 +153,65 @@ class _Encode(nn.Module):
 
 
 def export_onnx(encoder: EncoderLike, path: Path, input_size: int) -> None:
-    """Export ``encoder.encode`` (fp32, CPU, dynamic batch) to ``path`` atomically."""
+    """Export ``encoder.encode`` (fp32, CPU, dynamic batch) to ``path``."""
     import_onnxruntime()
     module = copy.deepcopy(encoder).to("cpu").float().eval()  # type: ignore[attr-defined]
     example = torch.rand(2, 3, input_size, input_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
             _Encode(module),
             (example,),
-            str(tmp),
+            str(path),
             dynamo=False,
             input_names=["images"],
             output_names=["features"],
             dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
             opset_version=ONNX_OPSET,
         )
-    os.replace(tmp, path)
 
 
 class OnnxRunner:
     """ONNX Runtime (CPU execution provider, fp32) over an exported ``encoder.encode``.
 
-    The export is checked against PyTorch fp32 on two random images when the runner is built
-    (cosine >= 0.9999 and a small maximum difference), so a wrong export never yields features.
+    A new export is checked against PyTorch fp32 on two random images (cosine >= 0.9999 and a
+    small maximum difference) before it is renamed into place, so a wrong export never yields
+    features and a cached export loads without that check (the check's first PyTorch call
+    costs seconds on a small CPU). A cached export that ONNX Runtime cannot load is redone.
     """
 
     name = "onnx"
 
     def __init__(self, encoder: EncoderLike, path: Path, input_size: int) -> None:
-        ort = import_onnxruntime()
-        if not path.exists():
-            logger.info("exporting %s to ONNX at %s", encoder.config.name, path)
-            export_onnx(encoder, path, input_size)
-        options = ort.SessionOptions()
+        self._ort = import_onnxruntime()
+        self.path = path
+        if path.exists():
+            try:
+                self.session = self._session(path)
+                return
+            except Exception as err:
+                warnings.warn(
+                    f"cached ONNX export {path} cannot be loaded ({err}); exporting again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        logger.info("exporting %s to ONNX at %s", encoder.config.name, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            export_onnx(encoder, tmp, input_size)
+            self.session = self._session(tmp)
+            self._verify(encoder, input_size)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _session(self, path: Path) -> Any:
+        options = self._ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.path = path
-        self._verify(encoder, input_size)
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: Tensor) -> Tensor:
         """Features ``(B, D)`` float32 on the CPU."""
