@@ -125,3 +125,18 @@ def test_nan_and_1d_errors() -> None:
         ICBPL(n_clusters=4, **FAST).fit(x)
     with pytest.raises(ValueError, match="Expected 2D array"):
         ICBPL(n_clusters=4, **FAST).fit(np.zeros(10))
+
+
+def test_several_heads_keep_the_best_label_free_score() -> None:
+    x, y = _blobs()
+    single = ICBPL(n_clusters=4, **FAST).fit(x, y)
+    multi = ICBPL(n_clusters=4, n_heads=3, **FAST).fit(x, y)
+    assert len(multi.heads_) == 3
+    scores = [h["score"] for h in multi.heads_]
+    chosen = multi.history_[multi.best_epoch_ - 1].score
+    assert chosen == max(scores)
+    # head 0 is exactly the single-head model
+    assert multi.heads_[0]["metrics"] == single.heads_[0]["metrics"]
+    assert multi.heads_[0]["score"] == single.history_[single.best_epoch_ - 1].score
+    with pytest.raises(ValueError, match="n_heads=0"):
+        ICBPL(n_clusters=4, n_heads=0, **FAST).fit(x)

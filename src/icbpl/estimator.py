@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -45,10 +46,14 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
         min_distance_warmup: epochs before the min-distance loss is switched on.
         device: ``"cpu"``, ``"cuda"``, ... or None for CPU.
+        n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
+            and keep the one whose selected epoch has the best label-free score (beyond the
+            paper; head 0 is exactly the single-head model). Costs ``n_heads`` times the time.
         random_state: seed; the same seed gives the same result on the CPU.
 
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
-    per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``.
+    per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``,
+    ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_neighbours: int = 4,
         refresh_every: int = 30,
         min_distance_warmup: int = 0,
+        n_heads: int = 1,
         device: str | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -81,6 +87,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_neighbours = n_neighbours
         self.refresh_every = refresh_every
         self.min_distance_warmup = min_distance_warmup
+        self.n_heads = n_heads
         self.device = device
         self.random_state = random_state
 
@@ -131,7 +138,25 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         ).float()
         xt = torch.from_numpy(x).to(device)
         vt = torch.from_numpy(v).to(device) if v is not None else None
-        result = train_head(xt, centroids.to(device), config, views=vt, neighbours=nb, y=labels)
+        if not isinstance(self.n_heads, int | np.integer) or self.n_heads < 1:
+            raise ValueError(f"n_heads={self.n_heads!r} should be an integer >= 1")
+        results = []
+        for h in range(int(self.n_heads)):
+            cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
+            res = train_head(xt, centroids.to(device), cfg_h, views=vt, neighbours=nb, y=labels)
+            results.append(res)
+            logger.info("head %d: label-free score %.4f", h, res.history[res.best_epoch - 1].score)
+        scores = [r.history[r.best_epoch - 1].score for r in results]
+        result = results[int(np.argmax(scores))]
+        self.heads_ = [
+            {
+                "seed": config.seed + 7919 * h,
+                "best_epoch": r.best_epoch,
+                "score": scores[h],
+                "metrics": r.history[r.best_epoch - 1].metrics,
+            }
+            for h, r in enumerate(results)
+        ]
         self.head_ = result.head.cpu()
         self.centroids_ = centroids.numpy()
         self.history_: list[EpochRecord] = result.history
@@ -226,6 +251,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         model.n_features_in_ = int(meta["n_features_in"])
         model.best_epoch_ = int(meta["best_epoch"])
         model.history_ = []
+        model.heads_ = []
         return model
 
 
