@@ -215,7 +215,7 @@ def build_rows(
                 runner,
                 x,
                 b,
-                f"load + check {time.perf_counter() - t:.0f} s, export excluded",
+                f"session load {time.perf_counter() - t:.1f} s, export excluded",
             )
         )
     for workers in (0, 1):
