@@ -17,6 +17,10 @@ On one H100 (about 20 minutes with the defaults):
 Clusters are evaluated on all 60,000 images (train + test; the labels are used for evaluation
 only). ACC/NMI/ARI, seconds per epoch and peak GPU memory are written to ``OUT/results.json`` and
 ``OUT/results.md``. ``--smoke`` runs the same code with tiny settings on the CPU (< 1 minute).
+
+Where one command may run for at most N minutes, pass ``--time-limit-minutes N``: the script
+then stops cleanly before the limit (exit code 3; Barlow Twins and ICBPL checkpoint every epoch)
+and the same command, run again with the same ``--out``, continues where it stopped.
 """
 
 from __future__ import annotations
@@ -228,31 +232,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refresh-every", type=int, default=10, help="neighbour re-mining period")
     p.add_argument("--encoder", default="resnet18_cifar")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--time-limit-minutes",
+        type=float,
+        default=None,
+        help="stop cleanly before this wall time; the same command continues the run",
+    )
     return p.parse_args(argv)
 
 
+class _OutOfTime(Exception):
+    """Raised when the next stage would not finish before ``--time-limit-minutes``."""
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or continue) the protocol; ``results["complete"]`` says whether every stage is done."""
+    global _T0
+    _T0 = time.perf_counter()
     args = parse_args(argv)
     if args.smoke:
         dev = torch.device("cpu" if args.device == "auto" else args.device)
         torch.set_num_threads(min(2, torch.get_num_threads()))
         per_class, enc_name, proj = 6, "resnet_cifar_tiny", (64, 64)
-        bt_batch, ft_batch, bt_epochs, ft_epochs = 32, 32, 2, 1
+        bt_batch, ft_batch = 32, 32
     else:
         from icbpl.device import resolve_device
 
         dev = resolve_device(args.device)
         per_class, enc_name, proj = None, args.encoder, (2048, 2048, 2048)
-        bt_batch, ft_batch, bt_epochs, ft_epochs = args.bt_batch, args.ft_batch, None, None
+        bt_batch, ft_batch = args.bt_batch, args.ft_batch
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("time_limit_minutes", "out")}
+    progress_path = args.out / "progress.json"
+    progress: dict[str, Any] = {"settings": settings, "plan": {}, "stages": {}, "seconds": 0.0}
+    if progress_path.is_file():
+        saved = json.loads(progress_path.read_text())
+        if saved["settings"] != settings:
+            raise SystemExit(
+                f"{args.out} holds a run with other settings ({saved['settings']}); use another "
+                "--out or delete it"
+            )
+        progress = saved
+        log(f"continuing the run in {args.out}: done {sorted(progress['stages']) or 'nothing'}")
+    deadline = None if args.time_limit_minutes is None else _T0 + args.time_limit_minutes * 60
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU {platform.machine()}"
     info: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(dev)
-        if dev.type == "cuda"
-        else f"CPU {platform.machine()}",
+        "device": name,
         "torch": torch.__version__,
         "smoke": args.smoke,
         "dataset": "CIFAR-10 (JPEG copy), train + test",
@@ -274,13 +303,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n, k = images.shape[0], len(names)
     if args.smoke:
         bt_batch = ft_batch = min(bt_batch, n)
-    results: dict[str, Any] = {"info": info, "stages": {}}
+    stages: dict[str, Any] = progress["stages"]
+    plan: dict[str, Any] = progress["plan"]
 
-    # ---- Barlow Twins from scratch
+    def save() -> None:
+        progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - _T0
+        progress_path.write_text(json.dumps(progress, indent=1))
+
+    try:
+        encoder = _barlow_twins(
+            args, dev, images, labels, k, enc_name, proj, bt_batch, plan, stages, deadline
+        )
+        for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
+            if f"icbpl_{strategy}" not in stages:
+                _icbpl(
+                    args,
+                    dev,
+                    images,
+                    labels,
+                    k,
+                    encoder,
+                    strategy,
+                    ft_batch,
+                    plan,
+                    stages,
+                    deadline,
+                )
+    except _OutOfTime as stop:
+        save()
+        log(f"stopping: {stop}; run the same command again to continue")
+        return {"info": info, "stages": stages, "complete": False}
+    save()
+    info["total_seconds"] = progress["seconds"]
+    results = {"info": info, "stages": stages, "complete": True}
+    write(args.out, results)
+    log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return results
+
+
+def _left(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline - time.perf_counter()
+
+
+def _barlow_twins(
+    args: argparse.Namespace,
+    dev: torch.device,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    k: int,
+    enc_name: str,
+    proj: tuple[int, ...],
+    batch: int,
+    plan: dict[str, Any],
+    stages: dict[str, Any],
+    deadline: float | None,
+) -> torch.nn.Module:
+    """Pre-train (or continue, or reload) the Barlow Twins encoder; k-means on its features."""
+    out = args.out / "barlow_twins"
+    if "barlow_twins" in stages:
+        log("Barlow Twins: done in an earlier invocation, reloading its weights")
+        return create_encoder(enc_name, weights=str(out / "encoder.safetensors")).to(dev)
+    n = images.shape[0]
     torch.manual_seed(args.seed)
     encoder = create_encoder(enc_name, weights="random")
-    bt_kw: dict[str, Any] = {
-        "batch_size": bt_batch,
+    kw: dict[str, Any] = {
+        "batch_size": batch,
         "projector": proj,
         "optimizer": "lars",
         "lr": args.bt_lr,
@@ -288,105 +375,137 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": dev,
         "seed": args.seed,
     }
-    if bt_epochs is None:
-        probe_n = min(n, max(4 * bt_batch, n // 5))
+    if "bt_epochs" not in plan:
+        if args.smoke:
+            plan["bt_epochs"] = 2
+        else:
+            probe_n = min(n, max(4 * batch, n // 5))
 
-        def bt_probe(m: int) -> float:
-            r = pretrain_barlow_twins(encoder, images[:m], epochs=2, warmup_epochs=0, **bt_kw)
-            return float(r.history[-1]["seconds"])
+            def probe(m: int) -> float:
+                r = pretrain_barlow_twins(encoder, images[:m], epochs=2, warmup_epochs=0, **kw)
+                return float(r.history[-1]["seconds"])
 
-        log("Barlow Twins: timing probe")
-        bt_epochs = fit_epochs(args.bt_minutes * 60, bt_probe, n, probe_n)
-    warmup = max(1, min(10, bt_epochs // 10))
-    log(f"Barlow Twins: {enc_name}, {bt_epochs} epochs, batch {bt_batch}, warm-up {warmup}")
+            log("Barlow Twins: timing probe")
+            plan["bt_epochs"] = fit_epochs(args.bt_minutes * 60, probe, n, probe_n)
+    epochs = int(plan["bt_epochs"])
+    warmup = max(1, min(10, epochs // 10))
+    log(f"Barlow Twins: {enc_name}, {epochs} epochs, batch {batch}, warm-up {warmup}")
+    budget = None if args.smoke else args.bt_minutes * 60 * 1.15
+    if deadline is not None:
+        budget = min(budget or float("inf"), _left(deadline) - 90.0)
+        if budget <= 0:
+            raise _OutOfTime("no time left for Barlow Twins")
     reset_peak(dev)
-    t = time.perf_counter()
     bt = pretrain_barlow_twins(
         encoder,
         images,
-        epochs=bt_epochs,
+        epochs=epochs,
         warmup_epochs=warmup,
-        out_dir=args.out / "barlow_twins",
-        max_seconds=None if args.smoke else args.bt_minutes * 60 * 1.15,
-        **bt_kw,
+        out_dir=out,
+        resume=True,
+        max_seconds=budget,
+        **kw,
     )
-    bt_seconds = time.perf_counter() - t
     for h in bt.history[:: max(1, len(bt.history) // 10)]:
         log(f"  epoch {h['epoch'] + 1}: loss {h['loss']:.3f} ({h['seconds']:.1f}s)")
+    if len(bt.history) < epochs:
+        raise _OutOfTime(f"Barlow Twins reached epoch {len(bt.history)} of {epochs}")
     feats = features(bt.encoder, images, 1024)
-    normed = torch.nn.functional.normalize(feats, dim=1)
-    km = evaluate(labels, kmeans(normed, k, seed=args.seed))
-    results["stages"]["barlow_twins"] = {
+    km = evaluate(labels, kmeans(torch.nn.functional.normalize(feats, dim=1), k, seed=args.seed))
+    stages["barlow_twins"] = {
         "epochs": len(bt.history),
-        "batch_size": bt_batch,
-        "seconds": bt_seconds,
+        "batch_size": batch,
+        "seconds": sum(h["seconds"] for h in bt.history),
         "seconds_per_epoch": bt.seconds_per_epoch,
         "peak_gpu_gb": peak_gb(dev),
         "final_loss": bt.history[-1]["loss"],
         "weights": str(bt.weights_path),
     }
-    results["stages"]["kmeans_on_bt_features"] = km
+    stages["kmeans_on_bt_features"] = km
     log(f"k-means on Barlow Twins features: {fmt(km)}")
+    return bt.encoder
 
-    # ---- ICBPL fine-tuning
-    for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
-        enc_lr = 1e-4 if strategy == "last2" else 3e-5
-        ft_kw: dict[str, Any] = {
-            "strategy": strategy,
-            "latent_dim": 100,
-            "hidden": (512,),
-            "batch_size": ft_batch,
-            "lr": 1e-3,
-            "encoder_lr": enc_lr,
-            "device": dev,
-            "seed": args.seed,
-            "extract_batch_size": 1024,
-        }
-        epochs = ft_epochs
-        if epochs is None:
-            probe_n = min(n, max(4 * ft_batch, n // 5))
 
-            def ft_probe(m: int, kw: dict[str, Any] = ft_kw) -> float:
-                r = finetune(bt.encoder, images[:m], k, epochs=2, refresh_every=0, **kw)
+def _icbpl(
+    args: argparse.Namespace,
+    dev: torch.device,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    k: int,
+    encoder: torch.nn.Module,
+    strategy: str,
+    batch: int,
+    plan: dict[str, Any],
+    stages: dict[str, Any],
+    deadline: float | None,
+) -> None:
+    """ICBPL fine-tuning with ``strategy``, resumable from its per-epoch checkpoints."""
+    n = images.shape[0]
+    enc_lr = 1e-4 if strategy == "last2" else 3e-5
+    kw: dict[str, Any] = {
+        "strategy": strategy,
+        "latent_dim": 100,
+        "hidden": (512,),
+        "batch_size": batch,
+        "lr": 1e-3,
+        "encoder_lr": enc_lr,
+        "device": dev,
+        "seed": args.seed,
+        "extract_batch_size": 1024,
+    }
+    key = f"ft_{strategy}"
+    if key not in plan:
+        if args.smoke:
+            plan[key] = {"epochs": 1, "seconds_per_epoch": 0.0}
+        else:
+            probe_n = min(n, max(4 * batch, n // 5))
+            per_epoch: list[float] = []
+
+            def probe(m: int) -> float:
+                r = finetune(encoder, images[:m], k, epochs=2, refresh_every=0, **kw)
+                per_epoch.append(float(r.history[1]["seconds"]) * n / m)
                 return float(r.history[1]["seconds"])
 
             log(f"ICBPL {strategy}: timing probe")
-            epochs = fit_epochs(args.ft_minutes * 60, ft_probe, n, probe_n)
-        refresh = min(args.refresh_every, max(1, epochs // 2))
-        log(f"ICBPL {strategy}: {epochs} epochs, batch {ft_batch}, neighbours every {refresh}")
-        reset_peak(dev)
-        t = time.perf_counter()
-        res = finetune(
-            bt.encoder,
-            images,
-            k,
-            epochs=epochs,
-            refresh_every=refresh,
-            labels=labels,
-            eval_every=max(1, epochs // 5),
-            **ft_kw,
-        )
-        seconds = time.perf_counter() - t
-        for h in res.history:
-            if "acc" in h and "total" in h:
-                log(f"  after epoch {int(h['epoch']) + 1}: loss {h['total']:.4f} {fmt(h)}")
-        final = evaluate(labels, res.labels)
-        results["stages"][f"icbpl_{strategy}"] = {
-            "epochs": epochs,
-            "batch_size": ft_batch,
-            "seconds": seconds,
-            "seconds_per_epoch": res.seconds_per_epoch,
-            "peak_gpu_gb": peak_gb(dev),
-            "encoder_lr": enc_lr,
-            "refresh_every": refresh,
-            **final,
-            "cluster_sizes": np.bincount(res.labels, minlength=k).tolist(),
-        }
-        log(f"ICBPL {strategy}: {fmt(final)} ({seconds:.0f}s)")
-    info["total_seconds"] = time.perf_counter() - _T0
-    write(args.out, results)
-    log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
-    return results
+            epochs = fit_epochs(args.ft_minutes * 60, probe, n, probe_n)
+            plan[key] = {"epochs": epochs, "seconds_per_epoch": per_epoch[0]}
+    epochs = int(plan[key]["epochs"])
+    need = epochs * float(plan[key]["seconds_per_epoch"]) + 30.0
+    if need > _left(deadline):
+        raise _OutOfTime(f"ICBPL {strategy} needs about {need:.0f}s")
+    refresh = min(args.refresh_every, max(1, epochs // 2))
+    log(f"ICBPL {strategy}: {epochs} epochs, batch {batch}, neighbours every {refresh}")
+    reset_peak(dev)
+    t = time.perf_counter()
+    res = finetune(
+        encoder,
+        images,
+        k,
+        epochs=epochs,
+        refresh_every=refresh,
+        labels=labels,
+        eval_every=max(1, epochs // 5),
+        checkpoint_dir=args.out / key,
+        resume=True,
+        **kw,
+    )
+    seconds = time.perf_counter() - t
+    for h in res.history:
+        if "acc" in h and "total" in h:
+            log(f"  after epoch {int(h['epoch']) + 1}: loss {h['total']:.4f} {fmt(h)}")
+    final = evaluate(labels, res.labels)
+    stages[f"icbpl_{strategy}"] = {
+        "epochs": epochs,
+        "batch_size": batch,
+        "seconds": seconds,
+        "seconds_per_epoch": res.seconds_per_epoch,
+        "peak_gpu_gb": peak_gb(dev),
+        "encoder_lr": enc_lr,
+        "refresh_every": refresh,
+        **final,
+        "cluster_sizes": np.bincount(res.labels, minlength=k).tolist(),
+    }
+    log(f"ICBPL {strategy}: {fmt(final)} ({seconds:.0f}s)")
 
 
 def fmt(m: dict[str, Any]) -> str:
@@ -422,4 +541,4 @@ def write(out: Path, results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["complete"] else 3)

@@ -215,7 +215,11 @@ def test_gpu_protocol_smoke(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    results = module.main(["--data", str(archive), "--out", str(out), "--smoke"])
+    argv = ["--data", str(archive), "--out", str(out), "--smoke"]
+    stopped = module.main([*argv, "--time-limit-minutes", "0.01"])
+    assert not stopped["complete"] and not (out / "results.json").exists()
+    results = module.main(argv)  # the same command continues
+    assert results["complete"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["info"]["n_images"] == 48 and saved == json.loads(json.dumps(results))
     stages = saved["stages"]
