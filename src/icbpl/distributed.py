@@ -12,7 +12,8 @@ backward pass sums the gradient contributions of all ranks to each local slice, 
 gradient averaging divides by ``W`` again, so the parameter gradient equals the single-process
 one: ``(1/W) sum_r W dL/dz_r dz_r/dtheta = dL/dtheta``. Feature banks for neighbour mining are
 extracted shard by shard (:func:`shard_range`) and assembled with :func:`gather_rows`. Only
-rank 0 writes files (:attr:`DistContext.is_main`).
+rank 0 writes files (:attr:`DistContext.is_main`); every rank reads checkpoints when resuming, so
+on several nodes the checkpoint folder must be on a shared file system.
 """
 
 from __future__ import annotations
