@@ -39,7 +39,7 @@ class ProjectionHead(nn.Module):
     def set_standardisation(self, mean: Tensor, scale: Tensor) -> None:
         """Set the input standardisation ``(x - mean) / scale`` (copies, no aliasing)."""
         self.mean.copy_(mean)
-        self.scale.copy_(scale)
+        self.scale.copy_(scale.clamp_min(1e-12))
 
     def forward(self, x: Tensor) -> Tensor:
         """Map features (B, in_dim) to unit-norm latents (B, latent_dim)."""
