@@ -66,7 +66,7 @@ def main() -> None:
     t = time.perf_counter()
     fs = extract_features(encoder, source, cache_dir=args.cache_dir, progress=True)
     extract_s = time.perf_counter() - t
-    x = np.asarray(fs.features, dtype=np.float32)
+    x = np.array(fs.features, dtype=np.float32)  # a writable in-memory copy of the memmap
     y = np.asarray(source.labels)
     t = time.perf_counter()
     nb = mine_neighbours(x - x.mean(0), 20)
