@@ -232,7 +232,6 @@ def test_predict_via_the_installed_command(
         ("too_few", "24 images should be >= k=30 clusters; pass a smaller --k"),
         ("encoder", "unknown encoder 'nope'; choose one of"),
         ("weights", "weights file"),
-        ("auto", "--k auto) is not yet supported; pass the number of clusters"),
         ("missing", "does not exist; pass a folder of images"),
     ],
 )
@@ -247,7 +246,6 @@ def test_fatal_errors_exit_1_with_one_line(
         "too_few": ["cluster", folder, "--k", "30", *FAST],
         "encoder": ["cluster", folder, "--k", "3", "--encoder", "nope", "-q"],
         "weights": ["cluster", folder, "--k", "3", "--weights", tmp_path / "missing.pth", "-q"],
-        "auto": ["cluster", folder, "--k", "auto", *FAST],
         "missing": ["cluster", tmp_path / "no such" / "folder", "--k", "3", *FAST],
     }[case]
     code, stdout, err = run_main([*argv, "--out", out, "--cache-dir", tmp_path / "cache"])
@@ -258,6 +256,18 @@ def test_fatal_errors_exit_1_with_one_line(
     assert message in lines[0]
     assert "Traceback" not in err and stdout == ""
     assert not out.exists()  # a failed run leaves no results folder behind
+
+
+def test_k_auto_picks_a_number_of_clusters(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "auto"
+    code, _, err = run_main(
+        ["cluster", folder, "--k", "auto", *FAST, "--out", out, "--cache-dir", tmp_path / "c"]
+    )
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    k = summary["n_clusters"]
+    assert isinstance(k, int) and 2 <= k < 24
+    assert len(summary["cluster_sizes"]) == k
 
 
 def test_unknown_encoder_message_lists_the_known_ones(folder: Path, tmp_path: Path) -> None:

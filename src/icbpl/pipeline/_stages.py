@@ -123,16 +123,17 @@ def check_k(k: int | str) -> None:
 def resolve_k(k: int | str, features: np.ndarray, seed: int) -> int:
     """The number of clusters: ``k`` itself, or ``icbpl.choose_k``'s choice for ``"auto"``.
 
-    Seam for automatic selection: once ``icbpl.choose_k`` exists it is called here as
-    ``choose_k(features, seed=seed)`` and may return an int or an object with a ``k``.
+    ``"auto"`` calls ``icbpl.choose_k.choose_k`` over k = 2..50 (capped below the number of
+    images) with its default label-free criterion; it may return an int or an object with a
+    ``best_k`` (or ``k``).
     """
     if k != "auto":
         return int(k)
     chooser = k_chooser()
     if chooser is None:
         raise PipelineError(_NO_AUTO_K)
-    chosen = chooser(features, seed=seed)
-    value = int(getattr(chosen, "k", chosen))
+    chosen = chooser(features, k_range=range(2, min(51, len(features))), seed=seed)
+    value = int(getattr(chosen, "best_k", getattr(chosen, "k", chosen)))
     logger.info("k='auto': chose k=%d", value)
     return value
 
