@@ -80,6 +80,12 @@ def test_digits_within_one_of_ten() -> None:
     assert abs(result.best_k - 10) <= 1, result.details["top"]
 
 
+def test_tiny_input_caps_the_neighbours() -> None:
+    x, _ = sphere_blobs(2, per=4, noise=0.05)  # 8 rows, fewer than the 10 default neighbours
+    result = choose_k(x, range(2, 8))
+    assert result.best_k in range(2, 8) and np.isfinite(list(result.scores.values())).all()
+
+
 def test_list_criteria() -> None:
     assert {"cut_gap", "silhouette", "stability", "agreement", "eigengap", "gap"} <= set(
         list_criteria()
@@ -112,6 +118,8 @@ def test_bad_inputs() -> None:
         choose_k(x, range(2, 5), method="elbow")
     with pytest.raises(ValueError, match="raise n_samples"):
         choose_k(x, range(2, 30), n_samples=20)
+    with pytest.raises(ValueError, match="n_neighbours=0"):
+        choose_k(x, range(2, 5), n_neighbours=0)
     with pytest.raises(ValueError, match="n_repeats=0"):
         choose_k(x, range(2, 5), n_repeats=0)
     with pytest.raises(ValueError, match="eigengap"):

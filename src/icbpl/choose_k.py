@@ -357,7 +357,7 @@ def choose_k(
         n_samples: rows per scoring subsample (all rows when N is smaller).
         n_repeats: number of subsamples; scores are averaged over them.
         n_components: principal components kept before L2 normalisation.
-        n_neighbours: neighbours per row in the kNN graph.
+        n_neighbours: neighbours per row in the kNN graph (at most the subsample size - 1).
         confirm: re-score this many of the best screening candidates with ICBPL fits.
         **icbpl_kwargs: passed to :class:`icbpl.ICBPL` for the confirmation (e.g. ``epochs``).
 
@@ -380,8 +380,9 @@ def choose_k(
             f"k_range goes up to k={ks[-1]} but each subsample has n_samples={m} rows; "
             f"raise n_samples or lower the largest k"
         )
-    if not 1 <= n_neighbours < m:
-        raise ValueError(f"n_neighbours={n_neighbours} should be in [1, {m - 1}]")
+    if isinstance(n_neighbours, bool) or not isinstance(n_neighbours, int) or n_neighbours < 1:
+        raise ValueError(f"n_neighbours={n_neighbours!r} should be an integer >= 1")
+    n_neighbours = min(n_neighbours, m - 1)  # tiny inputs: every other row is a neighbour
     criterion = _CRITERIA[method]
     if not criterion.uses_partition and ks[-1] + 1 >= m:
         raise ValueError(f"method='eigengap' needs k < n_samples - 1 = {m - 1}; got k={ks[-1]}")
