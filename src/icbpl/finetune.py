@@ -353,7 +353,7 @@ class _Trainer:
         )
         self.model = _EncoderHead(self.encoder, self.head)
         feats = self._features()
-        self.head.set_standardisation(feats.mean(0), feats.std(0).clamp_min(1e-6))
+        self.head.fit_standardisation(feats)
         self.cache = feats if cfg.strategy == "frozen" else None
         self.opt = build_optimizer(
             [

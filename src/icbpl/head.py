@@ -36,6 +36,15 @@ class ProjectionHead(nn.Module):
         self.register_buffer("mean", torch.zeros(self.in_dim))
         self.register_buffer("scale", torch.ones(self.in_dim))
 
+    def fit_standardisation(self, x: Tensor) -> None:
+        """Standardise by the per-feature mean of ``x`` and a std floored at 10% of its mean.
+
+        The floor keeps near-constant input dimensions (blank border pixels, dead channels) from
+        being blown up when augmented views or new samples vary there.
+        """
+        std = x.std(0)
+        self.set_standardisation(x.mean(0), std.clamp_min(0.1 * float(std.mean()) + 1e-12))
+
     def set_standardisation(self, mean: Tensor, scale: Tensor) -> None:
         """Set the input standardisation ``(x - mean) / scale`` (copies, no aliasing)."""
         self.mean.copy_(mean)

@@ -71,16 +71,6 @@ class TrainResult:
     neighbours: np.ndarray
 
 
-def _standardisation(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-feature mean and a scale floored at 10% of the mean std.
-
-    The floor keeps near-constant input dimensions (blank border pixels, dead channels) from being
-    blown up when augmented views or new samples vary there.
-    """
-    std = x.std(0)
-    return x.mean(0), std.clamp_min(0.1 * float(std.mean()) + 1e-12)
-
-
 def _embed(head: ProjectionHead, x: Tensor, batch: int = 4096) -> Tensor:
     was_training = head.training
     head.eval()
@@ -121,7 +111,7 @@ def train_head(
     torch.manual_seed(config.seed)
     n, dim = x.shape
     head = ProjectionHead(dim, config.hidden, config.latent_dim).to(device)
-    head.set_standardisation(*_standardisation(x))
+    head.fit_standardisation(x)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     k_nb = config.n_neighbours
     nb = neighbours
