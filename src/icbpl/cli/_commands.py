@@ -80,6 +80,7 @@ def _cluster_config(args: argparse.Namespace) -> Any:
     given = {
         "path": _absolute(args.path),
         "k": args.k,
+        "k_range": args.k_range,
         "dataset": args.dataset,
         "split": args.split,
         "encoder": args.encoder,
@@ -97,14 +98,22 @@ def _cluster_config(args: argparse.Namespace) -> Any:
     }
     given = {key: value for key, value in given.items() if value is not None}
     if args.config:
-        return dataclasses.replace(ClusterConfig.from_file(args.config), **given)
-    if "path" not in given:
+        config = dataclasses.replace(ClusterConfig.from_file(args.config), **given)
+    elif "path" not in given:
         raise CliError(
             "PATH is required: the folder of images to cluster (or --config FILE to repeat a run)"
         )
-    if "k" not in given:
+    elif "k" not in given:
         raise CliError("--k is required: the number of clusters, e.g. --k 10")
-    return ClusterConfig(**given)
+    else:
+        config = ClusterConfig(**given)
+    if args.k_range is not None and config.k != "auto":
+        lo, hi = args.k_range
+        raise CliError(
+            f"--k-range {lo}..{hi} is only used with --k auto, got --k {config.k}; "
+            "pass --k auto or leave out --k-range"
+        )
+    return config
 
 
 def _notes(encoder: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ STAGE_TEXT = {
     "encoder": "loading the encoder",
     "images": "reading the images",
     "features": "extracting features",
+    "choose_k": "choosing k without labels",
     "neighbours": "mining neighbours",
     "train": "training the ICBPL head",
     "write": "writing the results",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import cast
 
-__all__ = ["DEFAULTS", "build_parser", "parse_k"]
+__all__ = ["DEFAULTS", "build_parser", "parse_k", "parse_k_range"]
 
 
 def _cluster_defaults() -> dict[str, object]:
@@ -35,6 +36,25 @@ def parse_k(text: str) -> int | str:
     if value < 2:
         raise argparse.ArgumentTypeError(f"the number of clusters should be >= 2, got {value}")
     return value
+
+
+def parse_k_range(text: str) -> tuple[int, int]:
+    """``--k-range``: ``LO..HI``, the candidates of ``--k auto`` (both ends included)."""
+    lo_text, sep, hi_text = text.strip().partition("..")
+    try:
+        lo, hi = int(lo_text), int(hi_text)
+    except ValueError:
+        lo = hi = -1
+    if not sep or not 2 <= lo < hi:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected LO..HI with 2 <= LO < HI, e.g. --k-range 2..50"
+        )
+    return lo, hi
+
+
+def _k_range_text(value: object) -> str:
+    lo, hi = cast(tuple[int, int], value)
+    return f"{lo}..{hi}"
 
 
 def _positive(text: str) -> int:
@@ -120,7 +140,15 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "--k",
         type=parse_k,
         metavar="K",
-        help="number of clusters, an integer >= 2 ('auto' is not supported yet)",
+        help="number of clusters: an integer >= 2, or 'auto' to choose it without labels "
+        "(see --k-range)",
+    )
+    p.add_argument(
+        "--k-range",
+        type=parse_k_range,
+        metavar="LO..HI",
+        help="candidates of --k auto, both ends included, capped below the number of images "
+        f"(default: {_k_range_text(d['k_range'])})",
     )
     p.add_argument(
         "--out", metavar="DIR", help="results folder to write (default: ./<PATH name>-icbpl)"

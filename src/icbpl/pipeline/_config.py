@@ -25,7 +25,10 @@ class ClusterConfig:
 
     Attributes:
         path: folder of images, or the root / archive of ``dataset``.
-        k: number of clusters, or ``"auto"`` (needs ``icbpl.choose_k``; not available yet).
+        k: number of clusters, or ``"auto"``: chosen without labels by `icbpl.choose_k.choose_k`
+            (its default criterion) from ``k_range``.
+        k_range: ``(lo, hi)``, the candidates ``lo..hi`` (both included) of ``k="auto"``, capped
+            below the number of images; ignored for an integer ``k``.
         dataset: a name from `icbpl.data.list_datasets` (then ``path`` is its root), or ``None``.
         split: the dataset split (or a sub-folder of a plain folder); ``None``: the default.
         encoder: registry name (`icbpl.encoders.list_encoders`).
@@ -46,6 +49,7 @@ class ClusterConfig:
 
     path: str
     k: int | str
+    k_range: tuple[int, int] = (2, 50)
     dataset: str | None = None
     split: str | None = None
     encoder: str = "efficientnet_lite0"
@@ -71,6 +75,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "k_range", tuple(self.k_range))
         object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
 
     def validate(self) -> None:
@@ -79,6 +84,15 @@ class ClusterConfig:
             raise PipelineError(f"k={self.k!r} should be an integer >= 2 or 'auto'")
         if isinstance(self.k, int) and self.k < 2:
             raise PipelineError(f"k={self.k} should be >= 2 clusters")
+        lo_hi = self.k_range
+        if (
+            len(lo_hi) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in lo_hi)
+            or not 2 <= lo_hi[0] < lo_hi[1]
+        ):
+            raise PipelineError(
+                f"k_range={lo_hi!r} should be two integers (lo, hi) with 2 <= lo < hi, e.g. (2, 50)"
+            )
         checks = {
             "views": (self.views, 0),
             "epochs": (self.epochs, 1),
@@ -118,6 +132,7 @@ class ClusterConfig:
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
         out["loss_weights"] = list(self.loss_weights)
+        out["k_range"] = list(self.k_range)
         return out
 
     @classmethod

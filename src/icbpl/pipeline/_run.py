@@ -19,7 +19,6 @@ import numpy as np
 from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
 from icbpl.pipeline._stages import (
     build_encoder,
-    check_k,
     extract,
     image_paths,
     jsonable,
@@ -85,11 +84,12 @@ def run_cluster(
         out_dir: results folder (created; an earlier run's outputs in it are replaced).
         progress: show progress bars (stderr) for the folder scan and feature extraction.
         on_stage: called with each stage's name as it starts (``"encoder"``, ``"images"``,
-            ``"features"``, ``"neighbours"``, ``"train"``, ``"write"``).
+            ``"features"``, ``"choose_k"`` (``k="auto"`` only), ``"neighbours"``, ``"train"``,
+            ``"write"``).
         command: the command line, recorded in ``summary.json``.
 
     Raises:
-        PipelineError: invalid configuration, fewer images than clusters, ``k="auto"``.
+        PipelineError: invalid configuration, fewer images than clusters.
         icbpl.data.DataError: no images, unknown dataset.
         ImportError, FileNotFoundError: weights that are not installed or not found.
     """
@@ -101,7 +101,6 @@ def run_cluster(
     from icbpl.neighbours import mine_neighbours
 
     config.validate()
-    check_k(config.k)
     out = Path(out_dir)
     prepare_out_dir(out)
     stage = on_stage or (lambda name: None)
@@ -155,7 +154,8 @@ def run_cluster(
         features = np.array(fs.features, dtype=np.float32)
         views = np.array(fs.views, dtype=np.float32) if fs.views is not None else None
 
-    k = resolve_k(config.k, features, config.seed)
+    with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
+        k, k_choice = resolve_k(config.k, config.k_range, features, config.seed)
     if n < k:
         raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
     n_neighbours = min(config.n_neighbours, n - 1)
@@ -218,6 +218,7 @@ def run_cluster(
         "command": command,
         "settings": config.to_dict(),
         "n_clusters": k,
+        "k_choice": k_choice,
         "n_images": n,
         "source": {
             "path": str(Path(config.path).expanduser().resolve()),

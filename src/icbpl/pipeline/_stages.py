@@ -97,45 +97,42 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
             raise
 
 
-def k_chooser() -> Callable[..., Any] | None:
-    """``icbpl.choose_k`` (a function, or a module holding one) when it exists, else ``None``."""
-    import importlib
-    import importlib.util
+def resolve_k(
+    k: int | str, k_range: tuple[int, int], features: np.ndarray, seed: int
+) -> tuple[int, dict[str, Any] | None]:
+    """The number of clusters and, for ``k="auto"``, how it was chosen.
 
-    import icbpl
+    ``"auto"`` runs `icbpl.choose_k.choose_k` (its default label-free criterion) over
+    ``k_range[0]..k_range[1]``, capped below the number of images; the second value then holds
+    the candidates, the criterion, the best three k and the score of every candidate (for
+    ``summary.json``). An integer ``k`` is returned as it is, with ``None``.
 
-    found = getattr(icbpl, "choose_k", None)
-    if found is None and importlib.util.find_spec("icbpl.choose_k") is not None:
-        found = importlib.import_module("icbpl.choose_k")
-    if found is not None and not callable(found):
-        found = getattr(found, "choose_k", None)
-    return found if callable(found) else None
-
-
-_NO_AUTO_K = "k='auto' (--k auto) is not yet supported; pass the number of clusters, e.g. --k 10"
-
-
-def check_k(k: int | str) -> None:
-    if k == "auto" and k_chooser() is None:
-        raise PipelineError(_NO_AUTO_K)
-
-
-def resolve_k(k: int | str, features: np.ndarray, seed: int) -> int:
-    """The number of clusters: ``k`` itself, or ``icbpl.choose_k``'s choice for ``"auto"``.
-
-    ``"auto"`` calls ``icbpl.choose_k.choose_k`` over k = 2..50 (capped below the number of
-    images) with its default label-free criterion; it may return an int or an object with a
-    ``best_k`` (or ``k``).
+    Raises:
+        PipelineError: ``k="auto"`` with no more images than the smallest candidate.
     """
     if k != "auto":
-        return int(k)
-    chooser = k_chooser()
-    if chooser is None:
-        raise PipelineError(_NO_AUTO_K)
-    chosen = chooser(features, k_range=range(2, min(51, len(features))), seed=seed)
-    value = int(getattr(chosen, "best_k", getattr(chosen, "k", chosen)))
-    logger.info("k='auto': chose k=%d", value)
-    return value
+        return int(k), None
+    from icbpl.choose_k import choose_k
+
+    n = len(features)
+    lo, hi = k_range
+    top = min(hi, n - 1)
+    if top < lo:
+        raise PipelineError(
+            f"k='auto' with k_range {lo}..{hi} needs more than {lo} images (k must stay below "
+            f"the number of images), got {n}; add images or lower the range (--k-range)"
+        )
+    if top < hi:
+        logger.info("k='auto': %d images, so candidates %d..%d instead of ..%d", n, lo, top, hi)
+    chosen = choose_k(features, k_range=range(lo, top + 1), seed=seed)
+    logger.info("k='auto': chose k=%d from %d..%d", chosen.best_k, lo, top)
+    info = {
+        "k_range": [lo, top],
+        "method": chosen.details.get("method"),
+        "top": chosen.details.get("top"),
+        "scores": {str(c): round(v, 6) for c, v in chosen.scores.items()},
+    }
+    return int(chosen.best_k), info
 
 
 def cache_dir_path(value: str | None) -> Path | None:
