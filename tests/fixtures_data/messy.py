@@ -63,6 +63,45 @@ def gradient(width: int = 16, height: int = 12, seed: int = 0) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def bad_files(seed: int = 10) -> dict[str, bytes]:
+    """Contents of one unreadable file of every kind, keyed by a name whose ending matters.
+
+    Every name is a key of `BAD` (the expected skip reason) or of `DECODE_FAILS`; ``seed``
+    varies the images the damaged files are cut from.
+    """
+    jpeg = encode(gradient(64, 64, seed=seed), "JPEG")
+    png = encode(gradient(64, 64, seed=seed + 1), "PNG")
+    bad_png = bytearray(png)
+    bad_png[60] ^= 0xFF  # inside IDAT: the CRC no longer matches
+    return {
+        "empty.jpg": b"",
+        "not_an_image.png": b"just some text, not a PNG\n",
+        "text_as.jpeg": b"<html>not a jpeg</html>",
+        "postscript.png": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 6\n",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "truncated.png": png[: len(png) // 2],
+        "bad_crc.png": bytes(bad_png),
+        "bomb_error.png": png_bytes(100_000, 100_000, idat=b"x"),  # Pillow raises
+        "bomb_warning.png": png_bytes(10_000, 10_000, idat=b"x"),  # Pillow only warns
+        "readme.txt": b"notes\n",
+        "zlib_garbage.png": png_bytes(8, 6, idat=f"definitely not zlib data {seed}".encode()),
+    }
+
+
+def broken_symlink(path: Path) -> None:
+    """A file symlink at ``path`` to a file that does not exist."""
+    os.symlink(f"{path.stem}-missing{path.suffix}", path)
+
+
+def self_symlink(path: Path) -> None:
+    """A file symlink at ``path`` to itself (opening it fails with ELOOP)."""
+    os.symlink(path.name, path)
+
+
+#: Bad symlinks: name (a key of `BAD`) -> function making one at a path.
+BAD_LINKS = {"broken_link.png": broken_symlink, "self_link.png": self_symlink}
+
+
 def make_messy_folder(root: Path) -> dict[str, object]:
     """Fill ``root`` with good images of every colour mode plus one of each bad kind.
 
@@ -100,31 +139,17 @@ def make_messy_folder(root: Path) -> dict[str, object]:
     good["exif_rotated.jpg"] = encode(gradient(width=8, height=4), "JPEG", exif=exif)
     for rel, data in good.items():
         (root / rel).write_bytes(data)
-    jpeg = encode(gradient(64, 64, seed=10), "JPEG")
-    png = encode(gradient(64, 64, seed=11), "PNG")
-    bad_png = bytearray(png)
-    bad_png[60] ^= 0xFF  # inside IDAT: the CRC no longer matches
-    bad_files = {
-        "empty.jpg": b"",
-        "not_an_image.png": b"just some text, not a PNG\n",
-        "text_as.jpeg": b"<html>not a jpeg</html>",
-        "postscript.png": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 6\n",
-        "truncated.jpg": jpeg[: len(jpeg) // 2],
-        "truncated.png": png[: len(png) // 2],
-        "bad_crc.png": bytes(bad_png),
-        "bomb_error.png": png_bytes(100_000, 100_000, idat=b"x"),  # Pillow raises
-        "bomb_warning.png": png_bytes(10_000, 10_000, idat=b"x"),  # Pillow only warns
-        "readme.txt": b"notes\n",
+    files = {
+        **bad_files(seed=10),
         ".hidden.png": encode(gradient(seed=12), "PNG"),
         ".hidden_dir/inside.png": encode(gradient(seed=13), "PNG"),
-        "zlib_garbage.png": png_bytes(8, 6, idat=b"definitely not zlib data"),
     }
-    for rel, data in bad_files.items():
+    for rel, data in files.items():
         (root / rel).write_bytes(data)
     os.symlink(root, root / "loop", target_is_directory=True)
     os.symlink("..", root / "sub" / "up", target_is_directory=True)
-    os.symlink("missing.png", root / "broken_link.png")
-    os.symlink("self_link.png", root / "self_link.png")
+    for name, make_link in BAD_LINKS.items():
+        make_link(root / name)
     os.symlink("rgb.png", root / "link_to_rgb.png")
     return {
         "good": sorted([*good, "link_to_rgb.png"]),
