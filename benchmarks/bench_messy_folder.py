@@ -323,7 +323,7 @@ def report(
         "| entries | count | expected |",
         "|---|---|---|",
         f"| distinct good images | {n_distinct:,} | one row each in assignments.csv |",
-        f"| ... of which re-saved in an odd but valid form | {sum(odd.values())} "
+        f"| ... of which re-saved in an odd but valid form | {sum(odd.values()):,} "
         f"({len(odd)} forms, {min(odd.values())}-{max(odd.values())} each) | the same |",
         f"| exact byte copies / file symlinks of good images | {exp.n_copies} / "
         f"{exp.n_links} | a row each, and a duplicate group with the original |",
