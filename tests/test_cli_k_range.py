@@ -104,6 +104,7 @@ def test_k_auto_with_k_range_end_to_end(folder: Path, tmp_path: Path) -> None:
     k = summary["n_clusters"]
     assert 2 <= k <= 4 and len(summary["cluster_sizes"]) == k
     assert f"into {k} clusters" in stdout
+    assert f"k={k} chosen without labels from 2..4 by cut_gap (best three: " in stdout
     assert summary["settings"]["k"] == "auto" and summary["settings"]["k_range"] == [2, 4]
     assert summary["k_choice"]["k_range"] == [2, 4]
     assert set(summary["k_choice"]["scores"]) == {"2", "3", "4"}

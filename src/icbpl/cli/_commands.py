@@ -141,6 +141,14 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
         f"({settings['views']} views, {settings['epochs']} epochs; epoch {summary['best_epoch']} "
         "selected without labels)"
     )
+    choice = summary.get("k_choice")
+    if choice:
+        lo, hi = choice["k_range"]
+        top = ", ".join(map(str, choice["top"]))
+        print(
+            f"k={k} chosen without labels from {lo}..{hi} by {choice['method']} "
+            f"(best three: {top}; all scores under k_choice in summary.json)"
+        )
     sizes = summary["cluster_sizes"]
     print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(sizes)))
     empty = summary["empty_clusters"]
