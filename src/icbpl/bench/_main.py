@@ -1,0 +1,81 @@
+"""Running ``icbpl bench`` from parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+# the experiment modules register themselves on import
+from icbpl.bench import _ablations, _encoders, _plots, _table11  # noqa: F401
+from icbpl.bench._args import add_arguments, default_cache_dir, default_data_root
+from icbpl.bench._context import BenchContext
+from icbpl.bench._docs import command_line
+from icbpl.bench._registry import get_experiment, register_group, run_experiment
+from icbpl.bench._settings import FULL, QUICK
+
+__all__ = ["main", "run_args"]
+
+ALL_PARTS = ("table11", "neighbours", "distance", "losses", "refresh", "encoders", "plots")
+register_group("all", "every experiment, in the order " + ", ".join(ALL_PARTS), ALL_PARTS)
+
+
+def run_args(args: argparse.Namespace, command: str | None = None) -> int:
+    """Run the experiment named in ``args`` (from :func:`add_arguments`); 0 on success.
+
+    ``command`` is the command as the tables state it; default ``icbpl`` + ``sys.argv[1:]``.
+    """
+    import torch
+
+    try:
+        get_experiment(args.experiment)
+    except ValueError as err:
+        print(f"icbpl bench: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    context = BenchContext(
+        settings=QUICK if args.quick else FULL,
+        out_dir=args.out,
+        docs_file=None if args.no_docs else args.docs,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        data_root=args.data or default_data_root(),
+        seeds=tuple(args.seeds) if args.seeds else None,
+        command=command or " ".join(["icbpl", *sys.argv[1:]]),
+        progress=args.progress,
+    )
+    t = time.perf_counter()
+    try:
+        logs, failed = run_experiment(args.experiment, context)
+    except KeyboardInterrupt:
+        print(
+            "icbpl bench: interrupted; the tables written so far are marked partial",
+            file=sys.stderr,
+        )
+        return 130
+    for log in logs:
+        state = "complete" if log.complete else "PARTIAL"
+        print(f"{log.stem}: {state}; {log.md_path}, {log.csv_path}")
+    print(f"icbpl bench {args.experiment}: {time.perf_counter() - t:.0f} s")
+    if failed:
+        print(f"icbpl bench: failed: {', '.join(failed)} (see the log above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m icbpl.bench EXPERIMENT [--quick] [--seeds ...] [--out DIR] ...``."""
+    parser = argparse.ArgumentParser(
+        prog="icbpl bench", description="Reproduce the paper's tables and compare with the peers."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    for noisy in ("icbpl.training", "icbpl.estimator", "icbpl.peers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    shown = command_line(["-m", "icbpl.bench", *(sys.argv[1:] if argv is None else argv)])
+    return run_args(args, shown)

@@ -1,0 +1,191 @@
+"""``icbpl bench``: the experiment registry, a tiny end-to-end table, partial results, plots."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icbpl import ICBPL, evaluate
+from icbpl.bench import add_arguments, list_experiments
+from icbpl.bench._context import BenchContext
+from icbpl.bench._data import BenchData
+from icbpl.bench._docs import mean_std, write_section
+from icbpl.bench._registry import get_experiment, register_experiment, run_experiment
+from icbpl.bench._settings import QUICK, EncoderSpec, Plan
+from icbpl.neighbours import mine_neighbours
+from icbpl.peers import fit_peer
+
+ICBPL_KW = {"epochs": 3, "batch_size": 32}
+PEERS = {
+    "kmeans": {"n_init": 2},
+    "scan": {"epochs": 1, "self_label_epochs": 1},
+    "temi": {"epochs": 1, "n_heads": 2},
+    "turtle": {"iterations": 5},
+}
+
+
+def _blobs() -> BenchData:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6)) * 4
+    y = np.repeat(np.arange(3), 30)
+    x = (centres[y] + rng.normal(size=(90, 6))).astype(np.float32)
+    views = (x[None] + 0.3 * rng.normal(size=(2, 90, 6))).astype(np.float32)
+    return BenchData("tiny", "three blobs", x, y.astype(np.int64), 3, views, ("synthetic",))
+
+
+SETTINGS = dataclasses.replace(
+    QUICK,
+    mode="quick",
+    table11=(Plan("tiny", ICBPL_KW, PEERS),),
+    table11_seeds=(0, 1),
+    ablation=Plan("tiny", ICBPL_KW),
+    ablation_seeds=(0,),
+    neighbour_ks=(0, 2, 4),
+    refresh=Plan("tiny", {"epochs": 5, "batch_size": 32}),
+    refresh_every=(0, 2),
+    encoders=(EncoderSpec("none", "efficientnet_lite0", "random", "none"),),
+    plots=Plan("tiny", {"epochs": 4, "batch_size": 32}),
+    tsne_points=60,
+    n_mined=5,
+)
+
+
+def _context(tmp_path: Path) -> BenchContext:
+    return BenchContext(
+        settings=SETTINGS,
+        out_dir=tmp_path / "out",
+        docs_file=tmp_path / "BENCH.md",
+        command="icbpl bench test",
+        datasets={"tiny": lambda ctx: _blobs()},
+    )
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_registry_names_and_errors() -> None:
+    names = list_experiments()
+    expected = ["table11", "neighbours", "distance", "losses", "encoders", "refresh", "plots"]
+    assert set(expected) <= set(names) and "all" in names
+    assert set(get_experiment("all").parts) == set(expected)
+    with pytest.raises(ValueError, match=r"known experiments: .*table11"):
+        get_experiment("table12")
+    with pytest.raises(ValueError, match="already registered"):
+        register_experiment("table11", "again")(lambda ctx: [])
+
+
+def test_add_arguments_parses_the_documented_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["losses", "--quick", "--seeds", "3", "4", "--out", "x"])
+    assert (args.experiment, args.quick, args.seeds, args.out) == (
+        "losses",
+        True,
+        [3, 4],
+        Path("x"),
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["table11", "--seeds", "-1"])
+
+
+def test_table11_end_to_end_files_hold_what_was_computed(tmp_path: Path) -> None:
+    ctx = _context(tmp_path)
+    (log,) = run_experiment("table11", ctx)[0]
+    assert log.complete
+    rows = _rows(tmp_path / "out" / "table11-quick.csv")
+    methods = {r["method"] for r in rows}
+    assert {"k-means", "SCAN", "TEMI", "TURTLE", "ICBPL (paper: one head)"} <= methods
+    assert len(rows) == 2 * 6  # two seeds, six rows each
+    # the CSV is the run's numbers, exactly
+    for r, run in zip(rows, log.runs, strict=True):
+        assert (r["method"], int(r["seed"])) == (run.method, run.seed)
+        assert float(r["acc"]) == run.values["acc"]
+    # ... and they are what the methods compute on these inputs, recomputed independently
+    data = _blobs()
+    nb = mine_neighbours(data.features - data.features.mean(0), 5)
+    for seed in (0, 1):
+        km = fit_peer("kmeans", data.features, 3, neighbours=nb, views=data.views, seed=seed,
+                      n_init=2)  # fmt: skip
+        row = next(r for r in rows if r["method"] == "k-means" and int(r["seed"]) == seed)
+        assert float(row["acc"]) == pytest.approx(evaluate(data.labels, km.labels)["acc"])
+        one = ICBPL(3, random_state=seed, **ICBPL_KW)
+        one.fit(data.features, views=data.views, neighbours=nb[:, :4])
+        row = next(
+            r for r in rows if r["method"].startswith("ICBPL (paper") and int(r["seed"]) == seed
+        )
+        assert float(row["nmi"]) == pytest.approx(evaluate(data.labels, one.labels_)["nmi"])
+    md = (tmp_path / "out" / "table11-quick.md").read_text()
+    accs = [float(r["acc"]) for r in rows if r["method"] == "TURTLE"]
+    assert f"| TURTLE | {mean_std(accs)} |" in md
+    assert "status: complete" in md and "seeds: [0, 1]" in md and "commit" in md
+    section = (tmp_path / "BENCH.md").read_text()
+    assert "<!-- BEGIN bench-table11-quick -->" in section and mean_std(accs) in section
+
+
+def test_interrupted_run_keeps_finished_seeds_marked_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import icbpl.bench._table11 as t11
+
+    real = t11.run_peer
+
+    def stop_at_seed_1(ctx, data, name, options, seed):  # type: ignore[no-untyped-def]
+        if seed == 1:
+            raise KeyboardInterrupt
+        return real(ctx, data, name, options, seed)
+
+    monkeypatch.setattr(t11, "run_peer", stop_at_seed_1)
+    ctx = _context(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("table11", ctx)
+    rows = _rows(tmp_path / "out" / "table11-quick.csv")
+    assert {int(r["seed"]) for r in rows if r["method"] == "k-means"} == {0}
+    md = (tmp_path / "out" / "table11-quick.md").read_text()
+    assert "**partial** (stopped by KeyboardInterrupt)" in md
+    assert "seeds done [0] of [0, 1]" in md
+    # the table averages finished seeds only: ICBPL's seed-1 run is in the CSV, not the table
+    assert "| ICBPL (paper: one head) |" in md and " | 1 |" in md and " | 2 |" not in md
+    assert "**partial**" in (tmp_path / "BENCH.md").read_text()
+
+
+def test_plots_are_valid_pngs_and_run_the_k_sweep_first(tmp_path: Path) -> None:
+    from PIL import Image
+
+    ctx = _context(tmp_path)
+    logs, failed = run_experiment("plots", ctx)
+    assert not failed and [log.name for log in logs] == ["neighbours", "plots"]
+    out = tmp_path / "out"
+    pngs = sorted(out.glob("plots-quick-*.png"))
+    assert [p.name for p in pngs] == [
+        "plots-quick-accuracy.png",
+        "plots-quick-k-sweep.png",
+        "plots-quick-latent-tsne.png",
+    ]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as im:
+            im.verify()
+    md = (out / "plots-quick.md").read_text()
+    assert "![" in md and "(plots-quick-k-sweep.png)" in md
+    assert "(out/plots-quick-accuracy.png)" in (tmp_path / "BENCH.md").read_text()
+    ks = {int(float(r["k"])) for r in _rows(out / "neighbours-quick.csv")}
+    assert ks == {0, 2, 4}
+    history = _rows(out / "plots-quick-history.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
+    doc = tmp_path / "B.md"
+    doc.write_text("# B\n\n<!-- BEGIN a -->\nold a\n<!-- END a -->\nkeep me\n")
+    write_section(doc, "a", "new a")
+    write_section(doc, "b", "new b")
+    text = doc.read_text()
+    assert "new a" in text and "old a" not in text and "keep me" in text
+    assert text.index("new a") < text.index("<!-- BEGIN b -->")
