@@ -257,3 +257,16 @@ def test_registry_errors_list_what_is_known(
     (tmp_path / "weird.bin").write_bytes(b"")
     with pytest.raises(DataError, match="do not know how to read"):
         load_dataset(tmp_path / "weird.bin")
+
+
+def test_file_identity_follows_content_not_mtime(tmp_path: Path) -> None:
+    """A dataset copied elsewhere (new mtime) keeps its identity, so its caches stay valid."""
+    from icbpl.data._base import file_identity
+
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"pixels")
+    before = file_identity([f])
+    os.utime(f, (1_000_000, 1_000_000))
+    assert file_identity([f]) == before
+    f.write_bytes(b"pixelz")
+    assert file_identity([f]) != before

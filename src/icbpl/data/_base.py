@@ -73,11 +73,22 @@ def check_split(split: str, allowed: Sequence[str], dataset: str) -> str:
 
 
 def file_identity(paths: Sequence[Path]) -> str:
-    """Cheap identity of files: a hash of (name, size, mtime) without reading their content."""
+    """Identity of files by content: a hash of each file's name, size and bytes.
+
+    Content, not modification times, so a dataset copied to another disk or machine (new mtimes)
+    keeps its identity and every cache keyed by it. Directories (used as cheap markers of big
+    folders) contribute their name, size and mtime.
+    """
     h = hashlib.blake2b(DECODE_VERSION.encode(), digest_size=16)
     for p in paths:
         st = p.stat()
-        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
+        if p.is_file():
+            h.update(f"{p.name}\0{st.st_size}\n".encode(errors="surrogateescape"))
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        else:
+            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
     return h.hexdigest()
 
 
