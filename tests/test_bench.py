@@ -189,3 +189,16 @@ def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "new a" in text and "old a" not in text and "keep me" in text
     assert text.index("new a") < text.index("<!-- BEGIN b -->")
+
+
+def test_missing_dataset_is_skipped_with_a_clear_message(tmp_path: Path) -> None:
+    ctx = _context(tmp_path)
+    ctx.data_root = tmp_path / "no-data"
+    ctx.settings = dataclasses.replace(
+        SETTINGS, table11=(Plan("mnist", ICBPL_KW, {}), Plan("tiny", ICBPL_KW, {"kmeans": {}}))
+    )
+    (log,) = run_experiment("table11", ctx)[0]
+    assert log.complete
+    md = (tmp_path / "out" / "table11-quick.md").read_text()
+    assert f"Skipped: MNIST not found at {tmp_path / 'no-data' / 'mnist.npz'}" in md
+    assert "| k-means |" in md
