@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
@@ -34,8 +33,9 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
     except ValueError as err:
         print(f"icbpl bench: {err}", file=sys.stderr)
         return 2
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     context = BenchContext(
         settings=QUICK if args.quick else FULL,
         out_dir=args.out,
@@ -48,7 +48,9 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
     )
     t = time.perf_counter()
     try:
-        logs, failed = run_experiment(args.experiment, context)
+        # BLAS and OpenMP pools (scikit-learn's k-means, t-SNE) get the same thread count
+        with threadpool_limits(limits=args.threads):
+            logs, failed = run_experiment(args.experiment, context)
     except KeyboardInterrupt:
         print(
             "icbpl bench: interrupted; the tables written so far are marked partial",

@@ -89,11 +89,14 @@ LOSS_SUBSETS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
 )
 
 _LITE = (
-    EncoderSpec("efficientnet_lite0", "efficientnet_lite0", None, "ImageNet, supervised"),
-    EncoderSpec("efficientnet_lite1", "efficientnet_lite1", None, "ImageNet, supervised"),
-    EncoderSpec("efficientnet_lite2", "efficientnet_lite2", None, "ImageNet, supervised"),
+    EncoderSpec("efficientnet_lite0", "efficientnet_lite0", None, "ImageNet **supervised**"),
+    EncoderSpec("efficientnet_lite1", "efficientnet_lite1", None, "ImageNet **supervised**"),
+    EncoderSpec("efficientnet_lite2", "efficientnet_lite2", None, "ImageNet **supervised**"),
     EncoderSpec(
-        "No Model (efficientnet_lite0, random init)", "efficientnet_lite0", "random", "none"
+        "No Model (efficientnet_lite0, random init)",
+        "efficientnet_lite0",
+        "random",
+        "random (torch seed 0), untrained",
     ),
     EncoderSpec(
         "Barlow Twins (resnet_cifar_tiny, ours)",
