@@ -202,3 +202,26 @@ def test_missing_dataset_is_skipped_with_a_clear_message(tmp_path: Path) -> None
     md = (tmp_path / "out" / "table11-quick.md").read_text()
     assert f"Skipped: MNIST not found at {tmp_path / 'no-data' / 'mnist.npz'}" in md
     assert "| k-means |" in md
+
+
+def test_git_rev_marks_dirty_trees_except_the_benchmarks_own_outputs(tmp_path: Path) -> None:
+    import subprocess
+
+    from icbpl.bench._docs import git_rev
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    for name in ("code.py", "docs/B.md"):
+        (tmp_path / name).write_text("v1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = git_rev(tmp_path)
+    assert clean != "unknown" and not clean.endswith("+dirty")
+    (tmp_path / "docs" / "B.md").write_text("v2\n")
+    assert git_rev(tmp_path) == clean + "+dirty"
+    assert git_rev(tmp_path, ignore=[tmp_path / "docs"]) == clean
+    (tmp_path / "code.py").write_text("v2\n")
+    assert git_rev(tmp_path, ignore=[tmp_path / "docs"]) == clean + "+dirty"

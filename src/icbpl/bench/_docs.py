@@ -56,26 +56,28 @@ def machine() -> str:
     )
 
 
-def git_rev(cwd: str | Path | None = None) -> str:
+def git_rev(cwd: str | Path | None = None, ignore: Iterable[str | Path] = ()) -> str:
     """Short commit id of the checkout holding ``cwd`` (default: this package), or 'unknown'.
 
-    A ``+dirty`` suffix says the working tree had uncommitted changes to tracked files.
+    A ``+dirty`` suffix says the working tree had uncommitted changes to tracked files other
+    than the files and folders in ``ignore`` (a benchmark's own outputs).
     """
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True).stdout
+
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True
-        ).stdout.strip()
+        rev = git("rev-parse", "--short", "HEAD").strip()
         if not rev:
             return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        top = Path(git("rev-parse", "--show-toplevel").strip())
+        status = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except OSError:
         return "unknown"
+    skip = [Path(p).resolve() for p in ignore]
+    changed = [(top / line[3:].split(" -> ")[-1]).resolve() for line in status if line]
+    dirty = [p for p in changed if not any(p == s or s in p.parents for s in skip)]
     return f"{rev}+dirty" if dirty else rev
 
 

@@ -89,7 +89,8 @@ class ResultLog:
         self.groups: dict[str, _Group] = {}
         self.finished = False
         self.stopped: str | None = None
-        self.commit = git_rev()
+        own = [context.out_dir] + ([context.docs_file] if context.docs_file else [])
+        self.commit = git_rev(ignore=own)
         self._start = time.perf_counter()
         self._started_at = utc_now()
 
