@@ -44,7 +44,7 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
 
 
 def list_experiments() -> list[str]:
-    """Names accepted as EXPERIMENT, in the order ``all`` runs them (``all`` last)."""
+    """Names accepted as EXPERIMENT (registration order; ``all`` runs the others)."""
     from icbpl.bench import _main  # noqa: F401  (registers the experiments)
     from icbpl.bench._registry import list_experiments as _list
 

@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         type=_seed,
         metavar="S",
-        help="seeds of every experiment (default: table11 0 1 2 3; ablations, encoders and "
-        "plots 0 1; quick mode 0)",
+        help="seeds of every experiment (default: table11 0 1 2 3; ablations and encoders 0 1; "
+        "plots the first of those; quick mode 0)",
     )
     parser.add_argument(
         "--out",
