@@ -225,3 +225,14 @@ def test_git_rev_marks_dirty_trees_except_the_benchmarks_own_outputs(tmp_path: P
     assert git_rev(tmp_path, ignore=[tmp_path / "docs"]) == clean
     (tmp_path / "code.py").write_text("v2\n")
     assert git_rev(tmp_path, ignore=[tmp_path / "docs"]) == clean + "+dirty"
+
+
+def test_icbpl_cli_dispatches_bench(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`icbpl bench` is wired into the main command and rejects unknown experiments clearly."""
+    from icbpl.cli import main as cli_main
+
+    code = cli_main(["bench", "no-such-table", "--no-docs", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'no-such-table'" in err and "table11" in err
+    assert not any(tmp_path.iterdir())

@@ -272,3 +272,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     print(f"wrote {path}")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``icbpl bench``: run a benchmark experiment (see :mod:`icbpl.bench`)."""
+    from icbpl.bench import run_args
+
+    return run_args(args, command=args.command_line)

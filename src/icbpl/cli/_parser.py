@@ -272,4 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", metavar="FILE", help="HTML file (default: RESULTS_DIR/report.html)"
     )
+    from icbpl.bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="reproduce the paper's tables: ICBPL vs peers, ablations, plots",
+        description="Run a benchmark experiment (the paper's Table 11 analogue, ablations, "
+        "encoders, plots) and write Markdown, CSV and PNG files plus docs/BENCHMARKS.md sections.",
+    )
+    add_bench_arguments(bench)
     return parser
