@@ -140,3 +140,22 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
     assert multi.heads_[0]["score"] == single.history_[single.best_epoch_ - 1].score
     with pytest.raises(ValueError, match="n_heads=0"):
         ICBPL(n_clusters=4, n_heads=0, **FAST).fit(x)
+
+
+def test_feature_power_is_applied_and_saved(tmp_path: Path) -> None:
+    """feature_power=0.5 maps inputs to sign(x)*sqrt(|x|) in the head and survives save/load."""
+    import torch
+
+    from icbpl.head import ProjectionHead
+
+    head = ProjectionHead(3, (), 2, power=0.5)
+    x = torch.tensor([[4.0, -9.0, 0.25]])
+    assert torch.equal(head.power_transform(x), torch.tensor([[2.0, -3.0, 0.5]]))
+    with pytest.raises(ValueError, match="power=0"):
+        ProjectionHead(3, (), 2, power=0)
+    X, _ = make_blobs(200, n_features=6, centers=3, random_state=0)
+    model = ICBPL(n_clusters=3, epochs=3, feature_power=0.5, random_state=0).fit(X)
+    assert model.head_.power == 0.5
+    loaded = ICBPL.load(model.save(tmp_path / "m"))
+    assert loaded.feature_power == 0.5 and loaded.head_.power == 0.5
+    np.testing.assert_allclose(loaded.transform(X), model.transform(X), atol=1e-6)

@@ -45,6 +45,9 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
         min_distance_warmup: epochs before the min-distance loss is switched on.
+        feature_power: inputs become ``sign(x) * |x| ** feature_power`` before the head's
+            standardisation (beyond the paper; 0.5 is the signed square root, which helps pooled
+            CNN features, see docs/BENCHMARKS.md; 1.0 leaves them as they are).
         device: ``"cpu"``, ``"cuda"``, ... or None for CPU.
         n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
             and keep the one whose selected epoch has the best label-free score (beyond the
@@ -71,6 +74,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_neighbours: int = 4,
         refresh_every: int = 30,
         min_distance_warmup: int = 0,
+        feature_power: float = 1.0,
         n_heads: int = 1,
         device: str | None = None,
         random_state: int | None = 0,
@@ -87,6 +91,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_neighbours = n_neighbours
         self.refresh_every = refresh_every
         self.min_distance_warmup = min_distance_warmup
+        self.feature_power = feature_power
         self.n_heads = n_heads
         self.device = device
         self.random_state = random_state
@@ -106,6 +111,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             n_neighbours=int(self.n_neighbours),
             refresh_every=int(self.refresh_every),
             min_distance_warmup=int(self.min_distance_warmup),
+            feature_power=float(self.feature_power),
             seed=0 if self.random_state is None else int(self.random_state),
         )
 
@@ -243,7 +249,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         params["loss_weights"] = tuple(params["loss_weights"])
         model = cls(**params)
         tensors = load_file(str(weights_file))
-        head = ProjectionHead(meta["n_features_in"], params["hidden"], params["latent_dim"])
+        head = ProjectionHead(
+            meta["n_features_in"],
+            params["hidden"],
+            params["latent_dim"],
+            params.get("feature_power", 1.0),
+        )
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         head.eval()
         model.head_ = head

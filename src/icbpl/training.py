@@ -40,6 +40,7 @@ class TrainConfig:
     n_neighbours: int = 4
     refresh_every: int = 30
     min_distance_warmup: int = 0
+    feature_power: float = 1.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def train_head(
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     n, dim = x.shape
-    head = ProjectionHead(dim, config.hidden, config.latent_dim).to(device)
+    head = ProjectionHead(dim, config.hidden, config.latent_dim, config.feature_power).to(device)
     head.fit_standardisation(x)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     k_nb = config.n_neighbours
