@@ -60,10 +60,12 @@ def _repulsion(k: int, dim: int, rng: np.random.Generator, n_iter: int) -> np.nd
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     step0 = 0.1
     for it in range(n_iter):
-        diff = x[:, None, :] - x[None, :, :]  # (k, k, d)
-        dist2 = np.einsum("ijd,ijd->ij", diff, diff)
+        # sum_j (x_i - x_j) / r_ij^3 = x_i * sum_j w_ij - (W x)_i, w_ij = r_ij^-3 (unit rows:
+        # r_ij^2 = 2 - 2 x_i.x_j), without the (k, k, d) difference tensor
+        dist2 = np.maximum(2.0 - 2.0 * (x @ x.T), 1e-12)
         np.fill_diagonal(dist2, np.inf)
-        force = (diff / (dist2**1.5)[:, :, None]).sum(axis=1)  # sum of r_hat / r^2
+        w = dist2**-1.5
+        force = x * w.sum(axis=1, keepdims=True) - w @ x  # sum of r_hat / r^2
         # keep only the tangential component, normalise so the step size is meaningful
         force -= (force * x).sum(axis=1, keepdims=True) * x
         scale = np.linalg.norm(force, axis=1, keepdims=True).max() + 1e-12
