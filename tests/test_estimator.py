@@ -159,3 +159,22 @@ def test_feature_power_is_applied_and_saved(tmp_path: Path) -> None:
     loaded = ICBPL.load(model.save(tmp_path / "m"))
     assert loaded.feature_power == 0.5 and loaded.head_.power == 0.5
     np.testing.assert_allclose(loaded.transform(X), model.transform(X), atol=1e-6)
+
+
+def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -> None:
+    """k = 40 blobs on an 8-d latent sphere (PEDCC by repulsion): a random head collapses onto
+    few PEDCC points, the k-means warm start begins from (and keeps) a spread-out partition."""
+    x, y = make_blobs(1200, n_features=32, centers=40, cluster_std=0.5, random_state=3)
+    params = {"n_clusters": 40, "latent_dim": 8, "epochs": 3, "batch_size": 100}
+    random = ICBPL(**params, random_state=0).fit(x, y)
+    warm = ICBPL(**params, init="kmeans", init_epochs=3, random_state=0).fit(x, y)
+    n_random, n_warm = len(np.unique(random.labels_)), len(np.unique(warm.labels_))
+    assert n_warm > n_random
+    assert evaluate(y, warm.labels_)["acc"] > evaluate(y, random.labels_)["acc"] + 0.1
+    loaded = ICBPL.load(warm.save(tmp_path / "m"))
+    assert (loaded.init, loaded.init_epochs) == ("kmeans", 3)
+    np.testing.assert_array_equal(loaded.predict(x), warm.labels_)
+    with pytest.raises(ValueError, match="init='spectral'"):
+        ICBPL(n_clusters=4, init="spectral", **FAST).fit(_blobs()[0])
+    with pytest.raises(ValueError, match="init_epochs=0"):
+        ICBPL(n_clusters=4, init="kmeans", init_epochs=0, **FAST).fit(_blobs()[0])

@@ -52,6 +52,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
             and keep the one whose selected epoch has the best label-free score (beyond the
             paper; head 0 is exactly the single-head model). Costs ``n_heads`` times the time.
+        init: ``"random"`` (the paper: a randomly initialised head) or ``"kmeans"`` (beyond the
+            paper): k-means on the L2-normalised features (one run per head, seeded like the
+            head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the latents
+            towards them before the ICBPL epochs. It keeps ICBPL from collapsing onto few
+            clusters when k is large (e.g. k = 200, see docs/BENCHMARKS.md).
+        init_epochs: epochs of that warm start (ignored with ``init="random"``).
         random_state: seed; the same seed gives the same result on the CPU.
 
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
@@ -76,6 +82,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         min_distance_warmup: int = 0,
         feature_power: float = 1.0,
         n_heads: int = 1,
+        init: str = "random",
+        init_epochs: int = 3,
         device: str | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -93,6 +101,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.min_distance_warmup = min_distance_warmup
         self.feature_power = feature_power
         self.n_heads = n_heads
+        self.init = init
+        self.init_epochs = init_epochs
         self.device = device
         self.random_state = random_state
 
@@ -112,6 +122,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             refresh_every=int(self.refresh_every),
             min_distance_warmup=int(self.min_distance_warmup),
             feature_power=float(self.feature_power),
+            init_epochs=int(self.init_epochs) if self.init == "kmeans" else 0,
             seed=0 if self.random_state is None else int(self.random_state),
         )
 
@@ -146,10 +157,27 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         vt = torch.from_numpy(v).to(device) if v is not None else None
         if not isinstance(self.n_heads, int | np.integer) or self.n_heads < 1:
             raise ValueError(f"n_heads={self.n_heads!r} should be an integer >= 1")
+        if self.init not in ("random", "kmeans"):
+            raise ValueError(f"init={self.init!r}; expected 'random' or 'kmeans'")
+        if self.init == "kmeans" and (
+            not isinstance(self.init_epochs, int | np.integer) or self.init_epochs < 1
+        ):
+            raise ValueError(f"init_epochs={self.init_epochs!r} should be an integer >= 1")
         results = []
         for h in range(int(self.n_heads)):
             cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
-            res = train_head(xt, centroids.to(device), cfg_h, views=vt, neighbours=nb, y=labels)
+            targets = (
+                _kmeans_targets(x, config.n_clusters, cfg_h.seed) if self.init == "kmeans" else None
+            )
+            res = train_head(
+                xt,
+                centroids.to(device),
+                cfg_h,
+                views=vt,
+                neighbours=nb,
+                y=labels,
+                init_targets=targets,
+            )
             results.append(res)
             logger.info("head %d: label-free score %.4f", h, res.history[res.best_epoch - 1].score)
         scores = [r.history[r.best_epoch - 1].score for r in results]
@@ -264,6 +292,15 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         model.history_ = []
         model.heads_ = []
         return model
+
+
+def _kmeans_targets(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means labels (one k-means++ run, scikit-learn) of the L2-normalised rows of ``x``."""
+    from sklearn.cluster import KMeans
+
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed % (2**32))
+    return km.fit_predict(xn).astype(np.int64)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class TrainConfig:
     refresh_every: int = 30
     min_distance_warmup: int = 0
     feature_power: float = 1.0
+    init_epochs: int = 0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +73,38 @@ class TrainResult:
     neighbours: np.ndarray
 
 
+def _warm_start(
+    head: ProjectionHead,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    centroids: Tensor,
+    targets: np.ndarray,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> None:
+    """``config.init_epochs`` epochs of ``1 - cos(z_i, c_{t_i})``: latents go to their targets."""
+    n = x.shape[0]
+    if targets.shape != (n,) or targets.min() < 0 or targets.max() >= centroids.shape[0]:
+        raise ValueError(
+            f"init_targets should be ({n},) cluster indices in [0, {centroids.shape[0]}), got "
+            f"shape {targets.shape}"
+        )
+    t = torch.as_tensor(targets, dtype=torch.long, device=x.device)
+    head.train()
+    for epoch in range(config.init_epochs):
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        total, steps = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            z = head(x[idx])
+            loss = (1.0 - (z * centroids[t[idx]]).sum(1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        logger.info("warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / steps)
+
+
 def _embed(head: ProjectionHead, x: Tensor, batch: int = 4096) -> Tensor:
     was_training = head.training
     head.eval()
@@ -90,6 +123,7 @@ def train_head(
     neighbours: np.ndarray | None = None,
     y: np.ndarray | None = None,
     callback: Callable[[EpochRecord], None] | None = None,
+    init_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a :class:`ProjectionHead` with the ICBPL objective on fixed features.
 
@@ -103,6 +137,11 @@ def train_head(
         y: labels for evaluation only (recorded in the history; never used for training or
             selection).
         callback: called with each epoch's record (progress display).
+        init_targets: optional (N,) cluster index per sample (e.g. k-means labels). Before the
+            ICBPL epochs, ``config.init_epochs`` epochs pull each sample's latent towards the
+            PEDCC point of its target (mean cosine distance; beyond the paper), so training starts
+            from a spread-out partition instead of a random head. These epochs are not in the
+            history and are never selected.
 
     The returned head is the one of the epoch with the best label-free score
     (:func:`icbpl.selection.label_free_score`).
@@ -121,6 +160,8 @@ def train_head(
     nb_t = torch.as_tensor(nb, device=device) if nb is not None else None
     input_nb = nb
     n_views = 0 if views is None else views.shape[0]
+    if init_targets is not None and config.init_epochs > 0:
+        _warm_start(head, opt, x, centroids, init_targets, config, gen)
     history: list[EpochRecord] = []
     best_score, best_state, best_epoch = -np.inf, copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, config.epochs + 1):

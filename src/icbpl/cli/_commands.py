@@ -95,6 +95,8 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "latent_dim": args.latent_dim,
         "n_neighbours": args.neighbours,
+        "init": args.init,
+        "loss_weights": args.loss_weights,
     }
     given = {key: value for key, value in given.items() if value is not None}
     if args.config:

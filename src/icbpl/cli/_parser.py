@@ -67,6 +67,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _loss_weights(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected four numbers >= 0 separated by commas (MMD,augmentation,kNN,min-distance), "
+            f"e.g. 8,2,2,1; got {text!r}"
+        )
+    return (values[0], values[1], values[2], values[3])
+
+
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_mutually_exclusive_group()
@@ -196,6 +210,20 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         type=_positive,
         metavar="N",
         help=f"nearest neighbours per image for the neighbour loss (default: {d['n_neighbours']})",
+    )
+    p.add_argument(
+        "--init",
+        choices=("random", "kmeans"),
+        help="start of the head: random (the paper, default) or a k-means partition (for many "
+        "clusters, e.g. k >= 50)",
+    )
+    p.add_argument(
+        "--loss-weights",
+        type=_loss_weights,
+        metavar="M,A,N,D",
+        help="weights of the MMD, augmentation, kNN and min-distance losses (default: "
+        + ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
+        + ")",
     )
     p.add_argument("--report", action="store_true", help="also write report.html")
     p.add_argument(

@@ -185,6 +185,7 @@ def run_cluster(
             distance=config.distance,
             weight_decay=config.weight_decay,
             min_distance_warmup=config.min_distance_warmup,
+            init=config.init,
             device=str(device),
             random_state=config.seed,
         )
