@@ -26,6 +26,7 @@ from _common import ROOT, SHARED_DATA, command_line, preamble, write_section
 #: name -> extra arguments of `icbpl cluster`
 SETTINGS: dict[str, list[str]] = {
     "defaults": [],
+    "one view": ["--views", "1"],
     "fast": ["--views", "0", "--epochs", "20"],
 }
 
