@@ -327,3 +327,18 @@ def test_cuda_extraction_bf16_auto() -> None:
     gpu_views = _extract(enc, src, device="cuda", views=1, precision="fp32").views
     assert cpu_views is not None and gpu_views is not None
     np.testing.assert_allclose(gpu_views, cpu_views, atol=1e-3)
+
+
+def test_load_batch_from_a_read_only_array_does_not_warn() -> None:
+    """Memory-mapped image arrays are read-only; torch warns on those unless they are copied."""
+    import warnings
+
+    from icbpl.features._loading import load_batch
+
+    images = np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3)
+    images.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = load_batch(None, images, 1, 3, 8)  # type: ignore[arg-type]
+    assert batch.shape == (2, 3, 8, 8)
+    np.testing.assert_allclose(batch.numpy(), images[1:3].transpose(0, 3, 1, 2) / 255.0, atol=1e-6)

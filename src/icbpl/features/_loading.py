@@ -21,7 +21,10 @@ def load_batch(
 ) -> Tensor:
     """Images ``start:stop`` as ``(B, 3, size, size)`` float32 in [0, 1] on the CPU."""
     if array is not None:
-        chunk = torch.from_numpy(np.ascontiguousarray(array[start:stop])).permute(0, 3, 1, 2)
+        block = array[start:stop]
+        if not (block.flags.writeable and block.flags.c_contiguous):
+            block = np.array(block)  # read-only memory maps: torch warns on non-writable arrays
+        chunk = torch.from_numpy(block).permute(0, 3, 1, 2)
         return resize_batch(chunk, size).contiguous()
     images = [source.load(i) for i in range(start, stop)]
     if all(im.shape == images[0].shape for im in images):
