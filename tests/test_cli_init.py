@@ -46,3 +46,26 @@ def test_init_kmeans_and_loss_weights_end_to_end(folder: Path, tmp_path: Path) -
     assert model["init"] == "kmeans" and model["loss_weights"] == [16.0, 2.0, 2.0, 1.0]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["cluster_sizes"]) == 3 and sum(summary["cluster_sizes"]) == 18
+
+
+def test_include_hidden_reads_dot_files(folder: Path, tmp_path: Path) -> None:
+    """A hidden image is skipped and listed by default, clustered with --include-hidden."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(folder, images)
+    shutil.copy(images / "red" / "0.png", images / "red" / ".hidden.png")
+    base = ["cluster", images, "--k", "3", "--cache-dir", tmp_path / "cache", *FAST]
+    code, _, err = run_main([*base, "--out", tmp_path / "a"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    skipped = {path: reason for path, reason in summary["skipped"]}
+    assert any(p.endswith(".hidden.png") for p in skipped)
+    assert "--include-hidden" in next(iter(skipped.values()))
+    assert sum(summary["cluster_sizes"]) == 18
+    code, _, err = run_main([*base, "--out", tmp_path / "b", "--include-hidden"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert sum(summary["cluster_sizes"]) == 19 and not summary["skipped"]
+    config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert config["include_hidden"] is True

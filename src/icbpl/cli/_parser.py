@@ -134,6 +134,12 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", metavar="S", help="dataset split (train, test, all), or a sub-folder of PATH"
     )
+    p.add_argument(
+        "--include-hidden",
+        action="store_true",
+        default=None,
+        help="also read files and folders whose names start with '.' (skipped by default)",
+    )
 
 
 def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

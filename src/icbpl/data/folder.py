@@ -68,7 +68,7 @@ def _walk(
             rel = path.relative_to(root).as_posix()
             kind = _kind(e)
             if e.name.startswith(".") and not include_hidden:
-                skipped.append((rel, "hidden (pass include_hidden=True to include it)"))
+                skipped.append((rel, "hidden (--include-hidden or include_hidden=True reads it)"))
             elif kind == "dir":
                 if not recursive:
                     skipped.append((rel, "sub-folder not scanned (recursive=False)"))

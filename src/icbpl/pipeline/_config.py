@@ -42,6 +42,8 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
+        include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
+            by default).
         init: ``"random"`` (the paper) or ``"kmeans"``: the head starts from a k-means partition
             of the features (beyond the paper; use it for many clusters, e.g. k >= 50, where a
             random head collapses onto a few clusters).
@@ -76,6 +78,7 @@ class ClusterConfig:
     weight_decay: float = 0.0
     min_distance_warmup: int = 0
     init: str = "random"
+    include_hidden: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -117,6 +120,8 @@ class ClusterConfig:
             raise PipelineError(f"input_size={self.input_size!r} should be an integer or None")
         if self.input_size is not None and self.input_size < 8:
             raise PipelineError(f"input_size={self.input_size} should be >= 8 pixels")
+        if not isinstance(self.include_hidden, bool):
+            raise PipelineError(f"include_hidden={self.include_hidden!r} should be true or false")
         if self.init not in ("random", "kmeans"):
             raise PipelineError(f"init={self.init!r} should be 'random' or 'kmeans'")
         if len(self.loss_weights) != 4 or min(self.loss_weights) < 0:

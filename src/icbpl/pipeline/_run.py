@@ -131,7 +131,13 @@ def run_cluster(
             logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
 
     with timed("images"):
-        source = open_source(config.path, config.dataset, config.split, progress=progress)
+        source = open_source(
+            config.path,
+            config.dataset,
+            config.split,
+            progress=progress,
+            include_hidden=config.include_hidden,
+        )
         n = len(source)
         if isinstance(config.k, int) and n < config.k:
             raise PipelineError(
@@ -255,6 +261,7 @@ def predict_run(
     *,
     dataset: str | None = None,
     split: str | None = None,
+    include_hidden: bool = False,
     batch_size: int | None = None,
     device: str | None = None,
     precision: str | None = None,
@@ -294,7 +301,7 @@ def predict_run(
             )
     model = ICBPL.load(run / "model")
     stage("images")
-    source = open_source(path, dataset, split, progress=progress)
+    source = open_source(path, dataset, split, progress=progress, include_hidden=include_hidden)
     stage("features")
     fs = extract(
         encoder,
@@ -343,7 +350,9 @@ def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndar
     if not rows or any(r.get("path") for r in rows):
         return None
     try:
-        source = open_source(config.path, config.dataset, config.split)
+        source = open_source(
+            config.path, config.dataset, config.split, include_hidden=config.include_hidden
+        )
     except (ValueError, OSError) as err:
         logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
         return None

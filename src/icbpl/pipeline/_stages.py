@@ -35,9 +35,16 @@ RUN_OUTPUTS = (
 
 
 def open_source(
-    path: str, dataset: str | None = None, split: str | None = None, *, progress: bool = False
+    path: str,
+    dataset: str | None = None,
+    split: str | None = None,
+    *,
+    progress: bool = False,
+    include_hidden: bool = False,
 ) -> Any:
     """The image source of a folder, a recognised dataset file, or ``dataset`` under ``path``.
+
+    ``include_hidden`` also reads names starting with ``"."`` in a plain folder.
 
     Raises:
         icbpl.data.DataError: missing path, no images, unknown dataset or split.
@@ -56,7 +63,7 @@ def open_source(
         folder = p / split if split is not None else p
         if split is not None and not folder.is_dir():
             raise DataError(f"split={split!r} asks for the sub-folder {folder}, which is missing")
-        return ImageFolder(folder, progress=progress)
+        return ImageFolder(folder, progress=progress, include_hidden=include_hidden)
     return load_dataset(str(p), split=split)
 
 
