@@ -178,3 +178,10 @@ def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -
         ICBPL(n_clusters=4, init="spectral", **FAST).fit(_blobs()[0])
     with pytest.raises(ValueError, match="init_epochs=0"):
         ICBPL(n_clusters=4, init="kmeans", init_epochs=0, **FAST).fit(_blobs()[0])
+
+
+def test_kmeans_warm_start_with_a_last_batch_of_one_sample() -> None:
+    """201 samples in batches of 100 leave one sample over; BatchNorm cannot train on it."""
+    x, _ = make_blobs(201, n_features=8, centers=3, random_state=0)
+    model = ICBPL(n_clusters=3, epochs=2, batch_size=100, init="kmeans", random_state=0).fit(x)
+    assert model.labels_.shape == (201,) and len(model.history_) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +73,17 @@ class TrainResult:
     neighbours: np.ndarray
 
 
+def _batches(
+    n: int, batch_size: int, gen: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
+    """One epoch's shuffled index batches; a last batch of one sample is dropped (BatchNorm)."""
+    perm = torch.randperm(n, generator=gen).to(device)
+    for start in range(0, n, batch_size):
+        idx = perm[start : start + batch_size]
+        if idx.numel() >= 2:
+            yield idx
+
+
 def _warm_start(
     head: ProjectionHead,
     opt: torch.optim.Optimizer,
@@ -92,17 +103,17 @@ def _warm_start(
     t = torch.as_tensor(targets, dtype=torch.long, device=x.device)
     head.train()
     for epoch in range(config.init_epochs):
-        perm = torch.randperm(n, generator=gen).to(x.device)
         total, steps = 0.0, 0
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
+        for idx in _batches(n, config.batch_size, gen, x.device):
             z = head(x[idx])
             loss = (1.0 - (z * centroids[t[idx]]).sum(1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, steps = total + float(loss.detach()), steps + 1
-        logger.info("warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / steps)
+        logger.info(
+            "warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / max(steps, 1)
+        )
 
 
 def _embed(head: ProjectionHead, x: Tensor, batch: int = 4096) -> Tensor:
@@ -170,13 +181,9 @@ def train_head(
         if config.min_distance_warmup and epoch <= config.min_distance_warmup:
             w = LossWeights(w.mmd, w.augmentation, w.neighbour, 0.0)
         head.train()
-        perm = torch.randperm(n, generator=gen).to(device)
         sums: dict[str, float] = {}
         steps = 0
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            if idx.numel() < 2:
-                continue
+        for idx in _batches(n, config.batch_size, gen, device):
             z = head(x[idx])
             z_views = None
             if views is not None:
