@@ -42,14 +42,14 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
-        include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
-            by default).
-        init: ``"random"`` (the paper) or ``"kmeans"``: the head starts from a k-means partition
-            of the features (beyond the paper; use it for many clusters, e.g. k >= 50, where a
-            random head collapses onto a few clusters).
         distance, weight_decay, min_distance_warmup: hyper-parameters of
             `icbpl.estimator.ICBPL` (its defaults, the paper's; ``train_batch_size`` is its
             ``batch_size``).
+        init: ``"random"`` (the paper) or ``"kmeans"``: the head starts from a k-means partition
+            of the features (beyond the paper; use it for many clusters, e.g. k >= 50, where a
+            random head collapses onto a few clusters).
+        include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
+            by default).
     """
 
     path: str
