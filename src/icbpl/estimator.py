@@ -295,12 +295,10 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
 
 
 def _kmeans_targets(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means labels (one k-means++ run, scikit-learn) of the L2-normalised rows of ``x``."""
-    from sklearn.cluster import KMeans
+    """Labels of one k-means++ run on the L2-normalised rows of ``x`` (the k-means peer)."""
+    from icbpl.peers import fit_peer
 
-    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed % (2**32))
-    return km.fit_predict(xn).astype(np.int64)
+    return fit_peer("kmeans", x, k, seed=seed % (2**32), n_init=1, max_iter=100).labels
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
