@@ -236,3 +236,42 @@ def test_icbpl_cli_dispatches_bench(capsys: pytest.CaptureFixture[str], tmp_path
     err = capsys.readouterr().err
     assert "unknown experiment 'no-such-table'" in err and "table11" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_only_cuts_table11_to_the_named_datasets_with_its_own_files(tmp_path: Path) -> None:
+    from icbpl.bench._main import only_datasets
+
+    two = dataclasses.replace(
+        SETTINGS, table11=(Plan("mnist", ICBPL_KW, {}), Plan("tiny", ICBPL_KW, {"kmeans": {}}))
+    )
+    cut, variant = only_datasets(two, "table11", ["tiny"])
+    assert [p.dataset for p in cut.table11] == ["tiny"] and variant == "tiny"
+    with pytest.raises(ValueError, match="known: mnist, tiny"):
+        only_datasets(two, "table11", ["cifar100"])
+    with pytest.raises(ValueError, match="applies to table11"):
+        only_datasets(two, "losses", ["tiny"])
+    ctx = _context(tmp_path)
+    ctx.settings, ctx.variant = cut, variant
+    (log,) = run_experiment("table11", ctx)[0]
+    assert log.stem == "table11-tiny-quick" and log.complete
+    assert (tmp_path / "out" / "table11-tiny-quick.csv").is_file()
+    assert not (tmp_path / "out" / "table11-quick.csv").exists()
+    assert "<!-- BEGIN bench-table11-tiny-quick -->" in (tmp_path / "BENCH.md").read_text()
+
+
+def test_plan_ours_is_a_separate_fit_for_the_additions_row(tmp_path: Path) -> None:
+    ours = {"epochs": 2, "init": "kmeans", "loss_weights": (80.0, 2.0, 2.0, 1.0)}
+    ctx = _context(tmp_path)
+    ctx.settings = dataclasses.replace(
+        SETTINGS, table11=(Plan("tiny", ICBPL_KW, {}, ours=ours),), table11_seeds=(0,)
+    )
+    (log,) = run_experiment("table11", ctx)[0]
+    row = next(r for r in log.runs if r.method.startswith("ICBPL + ours"))
+    data = _blobs()
+    nb = mine_neighbours(data.features - data.features.mean(0), 5)
+    model = ICBPL(3, random_state=0, n_heads=SETTINGS.n_heads, **{**ICBPL_KW, **ours})
+    model.fit(data.features, views=data.views, neighbours=nb[:, :4])
+    assert row.values["ari"] == pytest.approx(evaluate(data.labels, model.labels_)["ari"])
+    assert row.values["epoch"] <= 2  # the separate fit's 2 epochs, not the paper row's 3
+    md = (tmp_path / "out" / "table11-quick.md").read_text()
+    assert "ICBPL + ours: a separate fit with" in md and "init kmeans" in md

@@ -103,3 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action="store_true", help="show feature-extraction progress bars"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="DATASET",
+        help="table11 only: run just these of its datasets (e.g. tiny-imagenet); the results go "
+        "to their own files and section, table11-DATASET[-...], beside the whole table's",
+    )

@@ -64,6 +64,8 @@ class BenchContext:
         command: the command line, as the tables state it.
         datasets: extra or replacement dataset loaders by name (tests inject tiny data here).
         progress: show extraction progress bars.
+        variant: appended to every file stem and section name (``table11-tiny-imagenet``) when
+            a run covers part of an experiment (``--only``).
     """
 
     settings: BenchSettings
@@ -75,6 +77,7 @@ class BenchContext:
     command: str = ""
     datasets: Mapping[str, DataLoader] | None = None
     progress: bool = False
+    variant: str = ""
     _data: dict[str, BenchData] = field(default_factory=dict, repr=False)
     _neighbours: dict[str, NeighbourInfo] = field(default_factory=dict, repr=False)
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
@@ -84,8 +87,9 @@ class BenchContext:
         return tuple(self.seeds) if self.seeds else tuple(default)
 
     def stem(self, experiment: str) -> str:
-        """File stem and section name of an experiment: ``NAME`` or ``NAME-quick``."""
-        return f"{experiment}-quick" if self.settings.quick else experiment
+        """File stem and section name: ``NAME[-VARIANT][-quick]``."""
+        stem = f"{experiment}-{self.variant}" if self.variant else experiment
+        return f"{stem}-quick" if self.settings.quick else stem
 
     def data(self, name: str) -> BenchData:
         """Dataset ``name``, loaded once per run (raises `DatasetUnavailable` when missing)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 # the experiment modules register themselves on import
 from icbpl.bench import _ablations, _encoders, _plots, _table11  # noqa: F401
@@ -13,12 +15,34 @@ from icbpl.bench._args import add_arguments, default_cache_dir, default_data_roo
 from icbpl.bench._context import BenchContext
 from icbpl.bench._docs import command_line
 from icbpl.bench._registry import get_experiment, register_group, run_experiment
-from icbpl.bench._settings import FULL, QUICK
+from icbpl.bench._settings import FULL, QUICK, BenchSettings
 
 __all__ = ["main", "run_args"]
 
 ALL_PARTS = ("table11", "neighbours", "distance", "losses", "refresh", "encoders", "plots")
 register_group("all", "every experiment, in the order " + ", ".join(ALL_PARTS), ALL_PARTS)
+
+
+def only_datasets(
+    settings: BenchSettings, experiment: str, names: Sequence[str]
+) -> tuple[BenchSettings, str]:
+    """``settings`` with table11 cut to ``names``, and the variant name of the files.
+
+    Raises:
+        ValueError: ``experiment`` is not table11, or a name is not one of its datasets.
+    """
+    if experiment != "table11":
+        raise ValueError(f"--only applies to table11, not {experiment!r}")
+    known = [plan.dataset for plan in settings.table11]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"--only {' '.join(unknown)}: not a table11 dataset in this mode; known: "
+            f"{', '.join(known)}"
+        )
+    plans = tuple(plan for plan in settings.table11 if plan.dataset in names)
+    variant = "-".join(plan.dataset for plan in plans)
+    return dataclasses.replace(settings, table11=plans), variant
 
 
 def run_args(args: argparse.Namespace, command: str | None = None) -> int:
@@ -35,9 +59,18 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
         return 2
     from threadpoolctl import threadpool_limits
 
+    settings = QUICK if args.quick else FULL
+    variant = ""
+    if args.only:
+        try:
+            settings, variant = only_datasets(settings, args.experiment, args.only)
+        except ValueError as err:
+            print(f"icbpl bench: {err}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
     context = BenchContext(
-        settings=QUICK if args.quick else FULL,
+        settings=settings,
+        variant=variant,
         out_dir=args.out,
         docs_file=None if args.no_docs else args.docs,
         cache_dir=args.cache_dir or default_cache_dir(),
