@@ -26,8 +26,8 @@ from _common import ROOT, SHARED_DATA, command_line, preamble, write_section
 #: name -> extra arguments of `icbpl cluster`
 SETTINGS: dict[str, list[str]] = {
     "defaults": [],
-    "one view": ["--views", "1"],
-    "fast": ["--views", "0", "--epochs", "20"],
+    "previous": ["--views", "2", "--epochs", "60"],  # the defaults before 2026-11-23
+    "fast": ["--views", "0"],
 }
 
 
@@ -73,7 +73,8 @@ def main() -> None:
         metrics = s.get("metrics") or {}
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
         rows.append(
-            f"| {name} (`{' '.join(SETTINGS[name]) or 'no options'}`) | {wall:.0f} | "
+            f"| {name} (`{' '.join(SETTINGS[name]) or 'no options'}`) | "
+            f"{s.get('icbpl', {}).get('epochs')} ({s.get('best_epoch')}) | {wall:.0f} | "
             f"{stages} | {metrics.get('acc', float('nan')):.3f} | "
             f"{metrics.get('nmi', float('nan')):.3f} |"
         )
@@ -85,8 +86,9 @@ def main() -> None:
             f"- load average before the first run: {load:.1f} (2 cores; other jobs slow it)",
             "- encoder efficientnet_lite0 (ImageNet **supervised** weights), k = 10; every "
             "run decodes, extracts, mines and trains from nothing (fresh cache folder)\n",
-            "| settings | wall seconds | stages (the command's own timings) | ACC | NMI |",
-            "|---|---|---|---|---|",
+            "| settings | epochs (selected) | wall seconds | stages (the command's own timings) "
+            "| ACC | NMI |",
+            "|---|---|---|---|---|---|",
             *rows,
         ]
     )

@@ -109,6 +109,18 @@ def test_jitter_factors_apply_per_sample() -> None:
     torch.testing.assert_close(out[1], TF.adjust_brightness(x[1], 1.5))
 
 
+def test_hue_shifts_only_the_images_with_a_nonzero_factor() -> None:
+    x = _images(4)
+    x[1] = x[1, :1].expand(3, -1, -1)  # a grey image: its hue is undefined, it must stay grey
+    factors = torch.tensor([0.0, 0.2, 0.08, -0.3])
+    out = BatchAugment._jitter_op(3, x, factors)
+    assert torch.equal(out[0], x[0])  # untouched, bit for bit
+    for i in (1, 2, 3):
+        ref = TF.adjust_hue(x[i], float(factors[i]))
+        torch.testing.assert_close(out[i], ref, atol=2e-5, rtol=0)
+    assert torch.equal(x, _images(4).index_copy(0, torch.tensor([1]), x[1:2]))  # input kept
+
+
 def test_blur_matches_torchvision_per_sigma() -> None:
     x = _images(2, 24)
     sigmas = torch.tensor([0.7, 1.9])

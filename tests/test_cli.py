@@ -121,7 +121,7 @@ def test_cluster_writes_summary_config_and_log(run: dict[str, object]) -> None:
     )
     assert 1 <= summary["best_epoch"] <= 3
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
-    assert summary["features"]["views"] == 2
+    assert summary["features"]["views"] == 1  # the default
 
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == "icbpl.cluster"

@@ -86,6 +86,36 @@ def test_config_from_file_checks_the_format(tmp_path: Path) -> None:
         ClusterConfig.from_file(tmp_path / "nowhere")
 
 
+def test_resolved_epochs_aims_at_2000_steps_within_20_to_60() -> None:
+    auto = ClusterConfig(path="x", k=3)  # epochs=None, train batch 100
+    assert auto.epochs is None
+    assert auto.resolved_epochs(10_000) == 20  # 100 steps per epoch: 20 epochs = 2,000 steps
+    assert auto.resolved_epochs(60_000) == 20  # 600 steps per epoch: the floor
+    assert auto.resolved_epochs(5_000) == 40  # 50 steps per epoch
+    assert auto.resolved_epochs(4_001) == 49  # 41 steps per epoch: ceil(2000 / 41)
+    assert auto.resolved_epochs(36) == 60  # 1 step per epoch: the ceiling
+    assert auto.resolved_epochs(0) == 60
+    assert ClusterConfig(path="x", k=3, train_batch_size=200).resolved_epochs(10_000) == 40
+    assert ClusterConfig(path="x", k=3, epochs=7).resolved_epochs(10_000) == 7
+
+
+def test_epoch_progress_takes_its_total_from_the_training_start_record() -> None:
+    import logging
+
+    from icbpl.cli._common import EpochProgress
+
+    bar = EpochProgress(None, disable=False)  # a disabled tqdm does not count
+    log = logging.getLogger("icbpl.training")
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None)
+
+    bar.emit(record("training %d epochs on %d samples", 20, 10_000))
+    bar.emit(record("epoch %d: loss %.4f score %.4f empty %d%s", 1, 0.5, 0.3, 0, ""))
+    assert bar.bar.total == 20 and bar.bar.n == 1
+    bar.close()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -86,32 +86,32 @@ def _gray(x: Tensor) -> Tensor:
 
 
 def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r, g, b = x.unbind(1)
-    maxc, minc = x.amax(1), x.amin(1)
-    same = maxc == minc
+    """Hue in [0, 1), saturation, value of ``(B, 3, H, W)`` RGB (torchvision's formulas).
+
+    The hue's sector is the channel holding the maximum (ties: red, then green, then blue, as
+    ``max`` returns the first), so no per-sector masks are built.
+    """
+    maxc, which = x.max(1)
+    minc = x.amin(1)
     chroma = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = chroma / torch.where(same, ones, maxc)
-    div = torch.where(same, ones, chroma)
-    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
-    is_r, is_g = maxc == r, (maxc == g) & (maxc != r)
-    is_b = ~(is_r | is_g)
-    h = is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)
-    return torch.fmod(h / 6.0 + 1.0, 1.0), s, maxc
+    grey = chroma == 0
+    s = chroma / torch.where(grey, torch.ones_like(maxc), maxc)
+    div = torch.where(grey, torch.ones_like(chroma), chroma)
+    r, g, b = x.unbind(1)
+    # sector offset 0 / 2 / 4 plus (next - previous channel) / chroma
+    h = torch.where(which == 0, g - b, torch.where(which == 1, b - r, r - g)).div_(div)
+    h.add_(which.to(h.dtype) * 2.0)
+    return torch.remainder(h.div_(6.0), 1.0), s, maxc
 
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    h6 = h * 6.0
-    i = torch.floor(h6)
-    f = h6 - i
-    sector = (i.long() % 6).unsqueeze(0)
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    r = torch.stack((v, q, p, p, t, v)).gather(0, sector)[0]
-    g = torch.stack((t, v, v, q, p, p)).gather(0, sector)[0]
-    b = torch.stack((p, p, t, v, v, q)).gather(0, sector)[0]
-    return torch.stack((r, g, b), dim=1)
+    """Inverse of :func:`_rgb_to_hsv`: channel ``n`` (5, 3, 1 for R, G, B) is
+    ``v - v * s * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``."""
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=h.dtype, device=h.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + h.unsqueeze(1) * 6.0, 6.0)
+    w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    vs = (v * s).unsqueeze(1)
+    return (v.unsqueeze(1) - vs * w).clamp_(0.0, 1.0)
 
 
 def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
@@ -267,8 +267,12 @@ class BatchAugment:
             return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), factor)
         if op == 2:  # saturation: blend with the grey image
             return _blend(x, _gray(x), factor)
-        if bool((factor == 0).all()):  # hue: rotate in HSV
+        # hue: rotate in HSV, only the images whose shift is not zero (the others keep x)
+        moved = (factor != 0).nonzero().flatten()
+        if moved.numel() == 0:
             return x
-        h, s, v = _rgb_to_hsv(x)
-        h = torch.remainder(h + factor.view(-1, 1, 1), 1.0)
-        return _hsv_to_rgb(h, s, v)
+        h, s, v = _rgb_to_hsv(x[moved])
+        h = torch.remainder(h + factor[moved].view(-1, 1, 1), 1.0)
+        out = x.clone()
+        out[moved] = _hsv_to_rgb(h, s, v)
+        return out

@@ -173,6 +173,7 @@ def train_head(
     n_views = 0 if views is None else views.shape[0]
     if init_targets is not None and config.init_epochs > 0:
         _warm_start(head, opt, x, centroids, init_targets, config, gen)
+    logger.info("training %d epochs on %d samples", config.epochs, n)
     history: list[EpochRecord] = []
     best_score, best_state, best_epoch = -np.inf, copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, config.epochs + 1):

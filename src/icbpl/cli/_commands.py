@@ -138,10 +138,12 @@ def _notes(encoder: dict[str, Any]) -> list[str]:
 def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) -> None:
     enc = summary["encoder"]
     settings = summary["settings"]
+    epochs = summary["icbpl"]["epochs"]
+    views = f"{settings['views']} view{'' if settings['views'] == 1 else 's'}"
     k = summary["n_clusters"]
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
-        f"({settings['views']} views, {settings['epochs']} epochs; epoch {summary['best_epoch']} "
+        f"({views}, {epochs} epochs; epoch {summary['best_epoch']} "
         "selected without labels)"
     )
     choice = summary.get("k_choice")

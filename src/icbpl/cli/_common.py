@@ -119,15 +119,20 @@ class EpochProgress(logging.Handler):
     """A tqdm bar over training epochs, fed by the ``"epoch N: ..."`` records of
     ``icbpl.training`` (the estimator logs each epoch; it has no callback argument)."""
 
-    def __init__(self, epochs: int, *, disable: bool) -> None:
+    def __init__(self, epochs: int | None, *, disable: bool) -> None:
         super().__init__(logging.INFO)
         from tqdm.auto import tqdm
 
         self.bar: Any = tqdm(total=epochs, desc="training", unit="epoch", disable=disable)
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Advance the bar by one epoch for each epoch record."""
-        if isinstance(record.msg, str) and record.msg.startswith("epoch ") and record.args:
+        """Advance the bar by one epoch for each epoch record (the total from the start record)."""
+        if not isinstance(record.msg, str):
+            return
+        if record.msg.startswith("training %d epochs") and isinstance(record.args, tuple):
+            self.bar.total = record.args[0]
+            self.bar.refresh()
+        elif record.msg.startswith("epoch ") and record.args:
             args = record.args if isinstance(record.args, tuple) else ()
             if len(args) >= 3:
                 self.bar.set_postfix(loss=f"{args[1]:.3f}", score=f"{args[2]:.3f}", refresh=False)
@@ -142,7 +147,7 @@ class EpochProgress(logging.Handler):
 class StageReporter:
     """Callback for the pipeline's stages: a line per stage on stderr and the training bar."""
 
-    def __init__(self, *, epochs: int, quiet: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, *, epochs: int | None, quiet: bool, stream: TextIO | None = None) -> None:
         self.epochs = epochs
         self.quiet = quiet
         self.stream = stream or sys.stderr

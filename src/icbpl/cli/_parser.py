@@ -199,7 +199,8 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "--epochs",
         type=_positive,
         metavar="E",
-        help=f"training epochs of the ICBPL head (default: {d['epochs']})",
+        help="training epochs of the ICBPL head (default: auto, enough for about 2,000 "
+        "training steps, between 20 and 60)",
     )
     _extraction_options(p, from_run=False)
     p.add_argument(

@@ -182,7 +182,7 @@ def run_cluster(
             n_clusters=k,
             latent_dim=config.latent_dim,
             hidden=config.hidden,
-            epochs=config.epochs,
+            epochs=config.resolved_epochs(n),
             batch_size=config.train_batch_size,
             lr=config.lr,
             loss_weights=config.loss_weights,
