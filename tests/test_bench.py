@@ -256,7 +256,9 @@ def test_only_cuts_table11_to_the_named_datasets_with_its_own_files(tmp_path: Pa
     assert log.stem == "table11-tiny-quick" and log.complete
     assert (tmp_path / "out" / "table11-tiny-quick.csv").is_file()
     assert not (tmp_path / "out" / "table11-quick.csv").exists()
-    assert "<!-- BEGIN bench-table11-tiny-quick -->" in (tmp_path / "BENCH.md").read_text()
+    section = (tmp_path / "BENCH.md").read_text()
+    assert "<!-- BEGIN bench-table11-tiny-quick -->" in section
+    assert "tiny only (`--only`)" in section
 
 
 def test_plan_ours_is_a_separate_fit_for_the_additions_row(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ def run_table11(context: BenchContext) -> list[ResultLog]:
     log = ResultLog(
         context,
         "table11",
-        "Table 11 analogue: ICBPL vs peers on the same features and neighbours",
+        "Table 11 analogue: ICBPL vs peers on the same features and neighbours"
+        + (f", {context.variant} only (`--only`)" if context.variant else ""),
         [*METRICS, SECONDS, Column("empty", "empty clusters", 1)],
         intro=[
             "- every method clusters the same inputs (features or pixels, views, neighbours) "
