@@ -68,7 +68,7 @@ def run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, obj
     base = tmp_path_factory.mktemp("run")
     out, cache = base / "out", base / "cache"
     code, stdout, stderr = run_main(
-        ["cluster", folder, "--k", "3", "--out", out, "--cache-dir", cache, *FAST]
+        ["cluster", folder, "--k", "3", "--out", out, "--cache-dir", cache, "--threads", "1", *FAST]
     )
     assert code == 0, stderr
     return {"out": out, "stdout": stdout, "stderr": stderr, "cache": cache}
@@ -180,7 +180,9 @@ def test_rerun_into_a_results_folder_replaces_it(run: dict[str, object], tmp_pat
 def test_predict_with_the_saved_run(run: dict[str, object], folder: Path, tmp_path: Path) -> None:
     out = Path(str(run["out"]))
     pred = tmp_path / "pred.csv"
-    code, stdout, err = run_main(["predict", out, folder, "--out", pred, "--no-cache", "-q"])
+    code, stdout, err = run_main(
+        ["predict", out, folder, "--out", pred, "--no-cache", "--threads", "1", "-q"]
+    )
     assert code == 0, err
     assert pred.read_bytes() == (out / "assignments.csv").read_bytes()
     assert f"wrote {pred}" in stdout

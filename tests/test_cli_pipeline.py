@@ -164,3 +164,32 @@ def test_write_assignments(tmp_path: Path) -> None:
         "a,/x/a.png,1,0.500000,2",
         '"b, c",,0,-0.250000,3',
     ]
+
+
+def test_cpu_threads_limits_torch_and_blas_pools_and_restores_them() -> None:
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from icbpl.cli._common import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_threads_option_of_cluster_and_predict() -> None:
+    from icbpl.cli._parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["cluster", "photos", "--k", "3", "--threads", "1"]).threads == 1
+    assert parser.parse_args(["cluster", "photos", "--k", "3"]).threads is None
+    assert (
+        parser.parse_args(["predict", "run", "photos", "--out", "a.csv", "--threads", "2"]).threads
+        == 2
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["cluster", "photos", "--k", "3", "--threads", "0"])

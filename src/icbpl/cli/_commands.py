@@ -14,6 +14,7 @@ from icbpl.cli._common import (
     CliError,
     EpochProgress,
     StageReporter,
+    cpu_threads,
     format_metrics,
     log_file,
     print_skipped,
@@ -192,7 +193,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     created = not out.exists()
     prepare_out_dir(out)
     try:
-        run, report_path = _run_and_report(args, config, out)
+        with cpu_threads(args.threads):
+            run, report_path = _run_and_report(args, config, out)
     except BaseException:
         if created and {p.name for p in out.iterdir()} <= {"log.txt"}:
             shutil.rmtree(out, ignore_errors=True)
@@ -231,20 +233,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     reporter = StageReporter(epochs=0, quiet=args.quiet)
     try:
-        pred = predict_run(
-            args.run,
-            _absolute(args.path) or args.path,
-            args.out,
-            dataset=args.dataset,
-            split=args.split,
-            include_hidden=bool(args.include_hidden),
-            batch_size=args.batch_size,
-            device=args.device,
-            precision=args.precision,
-            cache_dir="" if args.no_cache else _absolute(args.cache_dir),
-            progress=not args.quiet,
-            on_stage=reporter,
-        )
+        with cpu_threads(args.threads):
+            pred = predict_run(
+                args.run,
+                _absolute(args.path) or args.path,
+                args.out,
+                dataset=args.dataset,
+                split=args.split,
+                include_hidden=bool(args.include_hidden),
+                batch_size=args.batch_size,
+                device=args.device,
+                precision=args.precision,
+                cache_dir="" if args.no_cache else _absolute(args.cache_dir),
+                progress=not args.quiet,
+                on_stage=reporter,
+            )
     finally:
         reporter.close()
     print(f"assigned {pred.n_images} images to the {len(pred.sizes)} clusters of {args.run}")

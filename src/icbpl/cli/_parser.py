@@ -96,9 +96,24 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
+def _threads(text: str) -> int:
+    value = _positive(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1, got {value}")
+    return value
+
+
 def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:
     def default(name: str) -> str:
         return " (default: the run's)" if from_run else f" (default: {DEFAULTS[name]})"
+
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="CPU threads of torch, ONNX Runtime and scikit-learn (default: torch's, usually "
+        "one per core); 1 avoids large slow-downs when other jobs share the cores",
+    )
 
     p.add_argument(
         "--batch-size",
