@@ -15,10 +15,15 @@ effects, so a setting can only be judged over many seeds. This script does that 
    their 20 cosine neighbours on the centred features; stored as ``.npy`` in ``--store``.
 2. ``fit``: one named setting (:data:`SETTINGS`, keyword arguments of :class:`icbpl.ICBPL` on
    top of ``bench_cifar10.py``'s: 8 epochs, batch 256, 2 views) with ``--heads`` heads
-   (seeds ``7919 * h``); per head the label-free score and ACC/NMI/ARI of the epoch that score
-   selects; the pick among the heads by that score. Independent settings run as parallel
-   processes (the head's steps are small: one process cannot fill the GPU).
-3. ``summarise``: one table, mean +- std over heads, and the label-free pick.
+   (seeds ``--seed + 7919 * h``); per head the label-free score and ACC/NMI/ARI of the epoch
+   that score selects, the pick among the heads by that score, and the picked head's history.
+   Independent settings run as parallel processes (a head's steps are small: one process
+   cannot fill the GPU); ``--heads 1 --seed S`` for S = 1..20 gives many single heads.
+3. ``summarise``: heads of a setting pooled over its runs; mean +- std, the expected ACC of the
+   label-free pick among 4 heads, and for settings with 16+ heads the pick among 1-16.
+
+The docs' results (docs/bench/gpu_sweep/) came from three commands on one H100, 6 heads per
+setting in 10-13 parallel processes, then 20 single heads for ``base`` and ``knn10``.
 
 Labels only score; hyper-parameters picked from this table are tuned on CIFAR-10's labels, which
 the table's section says.
