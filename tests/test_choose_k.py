@@ -126,3 +126,13 @@ def test_bad_inputs() -> None:
         choose_k(x, range(2, 60), method="eigengap")
     with pytest.raises(ValueError, match="views should have shape"):
         choose_k(x, range(2, 5), views=np.zeros((2, 5, 16)), confirm=1, epochs=1)
+
+
+def test_progress_bar_counts_every_scoring(capsys: pytest.CaptureFixture[str]) -> None:
+    x, _ = sphere_blobs(3, per=30, seed=4)
+    quiet = choose_k(x, range(2, 6), n_repeats=2)
+    assert "choosing k" not in capsys.readouterr().err
+    shown = choose_k(x, range(2, 6), n_repeats=2, progress=True)
+    err = capsys.readouterr().err
+    assert "choosing k (cut_gap)" in err and "8/8" in err  # 2 repeats x 4 candidates
+    assert shown.scores == quiet.scores  # the bar changes nothing else

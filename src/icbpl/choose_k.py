@@ -87,6 +87,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from icbpl.neighbours import mine_neighbours
 from icbpl.selection import label_free_score
@@ -341,6 +342,7 @@ def choose_k(
     n_components: int = 50,
     n_neighbours: int = 10,
     confirm: int = 0,
+    progress: bool = False,
     **icbpl_kwargs: Any,
 ) -> ChooseKResult:
     """Choose the number of clusters of features ``X`` (N, D) from ``k_range`` without labels.
@@ -359,6 +361,7 @@ def choose_k(
         n_components: principal components kept before L2 normalisation.
         n_neighbours: neighbours per row in the kNN graph (at most the subsample size - 1).
         confirm: re-score this many of the best screening candidates with ICBPL fits.
+        progress: show a progress bar over the (repeat, k) scorings on stderr.
         **icbpl_kwargs: passed to :class:`icbpl.ICBPL` for the confirmation (e.g. ``epochs``).
 
     Returns:
@@ -395,12 +398,19 @@ def choose_k(
     rng = np.random.default_rng(seed)
     per_repeat: dict[int, list[float]] = {k: [] for k in ks}
     screens: list[tuple[np.ndarray, _Screen]] = []
-    with threadpool_limits(limits=1):
+    bar = tqdm(
+        total=n_repeats * len(ks),
+        desc=f"choosing k ({method})",
+        unit="candidate",
+        disable=not progress,
+    )
+    with threadpool_limits(limits=1), bar:
         for r in range(n_repeats):
             idx = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
             screen = _make_screen(x[idx], n_components, n_neighbours, ks[-1], seed + 1000 * r, nb)
             for k in ks:
                 per_repeat[k].append(criterion.score(screen, k, None))
+                bar.update(1)
             screens.append((idx, screen))
             logger.info("choose_k: repeat %d/%d done (%.1f s)", r + 1, n_repeats, _since(t0))
     scores = {k: float(np.mean(v)) for k, v in per_repeat.items()}

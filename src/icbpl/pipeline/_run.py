@@ -161,7 +161,7 @@ def run_cluster(
         views = np.array(fs.views, dtype=np.float32) if fs.views is not None else None
 
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
-        k, k_choice = resolve_k(config.k, config.k_range, features, config.seed)
+        k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
     if n < k:
         raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
     n_neighbours = min(config.n_neighbours, n - 1)

@@ -105,7 +105,12 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
 
 
 def resolve_k(
-    k: int | str, k_range: tuple[int, int], features: np.ndarray, seed: int
+    k: int | str,
+    k_range: tuple[int, int],
+    features: np.ndarray,
+    seed: int,
+    *,
+    progress: bool = False,
 ) -> tuple[int, dict[str, Any] | None]:
     """The number of clusters and, for ``k="auto"``, how it was chosen.
 
@@ -131,7 +136,7 @@ def resolve_k(
         )
     if top < hi:
         logger.info("k='auto': %d images, so candidates %d..%d instead of ..%d", n, lo, top, hi)
-    chosen = choose_k(features, k_range=range(lo, top + 1), seed=seed)
+    chosen = choose_k(features, k_range=range(lo, top + 1), seed=seed, progress=progress)
     logger.info("k='auto': chose k=%d from %d..%d", chosen.best_k, lo, top)
     info = {
         "k_range": [lo, top],
