@@ -53,3 +53,13 @@ def test_accepts_tensor_and_bad_input() -> None:
 def test_neighbour_accuracy() -> None:
     nb = np.array([[1], [0], [3], [2]])
     assert neighbour_accuracy(nb, np.array([0, 0, 1, 0])) == 0.5
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_progress_bar_counts_the_queries(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(2).standard_normal((50, 6)).astype(np.float32)
+    quiet = mine_neighbours(x, 3, backend=backend, block_size=16)
+    assert "neighbours" not in capsys.readouterr().err
+    shown = mine_neighbours(x, 3, backend=backend, block_size=16, progress=True)
+    assert "50/50" in capsys.readouterr().err
+    np.testing.assert_array_equal(shown, quiet)

@@ -8,9 +8,11 @@ The query itself is always dropped, also when exact duplicates tie with it.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["mine_neighbours", "neighbour_accuracy"]
 
@@ -33,7 +35,7 @@ def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
     return idx[~own].reshape(n, idx.shape[1] - 1)[:, :k]
 
 
-def _search_faiss(x: np.ndarray, k: int, block: int) -> np.ndarray:
+def _search_faiss(x: np.ndarray, k: int, block: int, bar: Any) -> np.ndarray:
     import faiss
 
     index = faiss.IndexFlatIP(x.shape[1])
@@ -42,10 +44,11 @@ def _search_faiss(x: np.ndarray, k: int, block: int) -> np.ndarray:
     for start in range(0, x.shape[0], block):
         _, idx = index.search(x[start : start + block], k + 1)
         out[start : start + block] = idx
+        bar.update(len(idx))
     return out
 
 
-def _search_torch(x: torch.Tensor, k: int, block: int) -> np.ndarray:
+def _search_torch(x: torch.Tensor, k: int, block: int, bar: Any) -> np.ndarray:
     out = torch.empty((x.shape[0], k + 1), dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], block):
         q = x[start : start + block]
@@ -54,6 +57,7 @@ def _search_torch(x: torch.Tensor, k: int, block: int) -> np.ndarray:
         rows = torch.arange(q.shape[0], device=x.device)
         sims[rows, rows + start] = float("inf")
         out[start : start + block] = sims.topk(k + 1, dim=1).indices
+        bar.update(q.shape[0])
     return out.cpu().numpy()
 
 
@@ -63,6 +67,7 @@ def mine_neighbours(
     *,
     block_size: int = 4096,
     backend: str = "auto",
+    progress: bool = False,
 ) -> np.ndarray:
     """Return the indices of each sample's ``k`` nearest neighbours by cosine, shape (N, k).
 
@@ -72,6 +77,7 @@ def mine_neighbours(
         block_size: queries per search block (bounds memory to ``block_size x N`` floats).
         backend: ``"faiss"``, ``"torch"`` or ``"auto"`` (torch for accelerator tensors, faiss when
             importable, else torch).
+        progress: show a progress bar over the queries on stderr.
     """
     n = int(features.shape[0])
     if features.ndim != 2:
@@ -88,14 +94,16 @@ def mine_neighbours(
                 import faiss  # noqa: F401
             except ImportError:
                 backend = "torch"
-    if backend == "torch":
-        t = torch.as_tensor(features).float()
-        t = torch.nn.functional.normalize(t, dim=1)
-        idx = _search_torch(t, k, block_size)
-    else:
-        arr = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
-        xn = _normalise(np.asarray(arr))
-        idx = _search_faiss(xn, k, block_size)
+    if isinstance(features, torch.Tensor) and backend == "faiss":
+        features = features.detach().cpu().numpy()
+    with tqdm(total=n, desc="neighbours", unit="img", disable=not progress) as bar:
+        if backend == "torch":
+            t = torch.as_tensor(features).float()
+            t = torch.nn.functional.normalize(t, dim=1)
+            idx = _search_torch(t, k, block_size, bar)
+        else:
+            xn = _normalise(np.asarray(features))
+            idx = _search_faiss(xn, k, block_size, bar)
     return _drop_self(idx, k)
 
 

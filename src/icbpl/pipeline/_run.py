@@ -174,7 +174,9 @@ def run_cluster(
         )
 
     with timed("neighbours"):
-        neighbours = mine_neighbours(features, n_neighbours) if n_neighbours else None
+        neighbours = (
+            mine_neighbours(features, n_neighbours, progress=progress) if n_neighbours else None
+        )
 
     with timed("train"):
         device = resolve_device(config.device)
