@@ -364,3 +364,21 @@ def test_encoders_lists_dims_sizes_training_and_weights() -> None:
     assert rows["resnet_cifar_tiny"].split()[1:3] == ["64", "16"]
     assert "self-supervised" in rows["dino_vits16"]
     assert "--weights FILE" in rows["simclr_resnet50"]
+
+
+def test_cluster_heads_keeps_the_head_with_the_best_label_free_score(
+    folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = run_main(
+        ["cluster", folder, "--k", "3", "--out", out, "--no-cache", "--heads", "2", *FAST]
+    )
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    heads = summary["heads"]
+    assert summary["icbpl"]["n_heads"] == 2 and len(heads) == 2
+    assert len({h["seed"] for h in heads}) == 2
+    best = max(heads, key=lambda h: h["score"])
+    assert summary["best_epoch"] == best["best_epoch"]
+    assert summary["history"][best["best_epoch"] - 1]["score"] == pytest.approx(best["score"])
+    assert "best of 2 heads" in stdout

@@ -113,6 +113,8 @@ def test_epoch_progress_takes_its_total_from_the_training_start_record() -> None
     bar.emit(record("training %d epochs on %d samples", 20, 10_000))
     bar.emit(record("epoch %d: loss %.4f score %.4f empty %d%s", 1, 0.5, 0.3, 0, ""))
     assert bar.bar.total == 20 and bar.bar.n == 1
+    bar.emit(record("training %d epochs on %d samples", 20, 10_000))  # a second head
+    assert bar.bar.total == 1 + 20  # the epochs done so far + the new head's
     bar.close()
 
 

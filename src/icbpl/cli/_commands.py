@@ -98,6 +98,7 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "latent_dim": args.latent_dim,
         "n_neighbours": args.neighbours,
         "init": args.init,
+        "n_heads": args.heads,
         "loss_weights": args.loss_weights,
     }
     given = {key: value for key, value in given.items() if value is not None}
@@ -140,11 +141,14 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     enc = summary["encoder"]
     settings = summary["settings"]
     epochs = summary["icbpl"]["epochs"]
-    views = f"{settings['views']} view{'' if settings['views'] == 1 else 's'}"
+    setup = f"{settings['views']} view{'' if settings['views'] == 1 else 's'}"
+    heads = summary["icbpl"].get("n_heads", 1)
+    if heads > 1:
+        setup += f", best of {heads} heads"
     k = summary["n_clusters"]
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
-        f"({views}, {epochs} epochs; epoch {summary['best_epoch']} "
+        f"({setup}, {epochs} epochs; epoch {summary['best_epoch']} "
         "selected without labels)"
     )
     choice = summary.get("k_choice")

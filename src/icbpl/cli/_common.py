@@ -126,11 +126,13 @@ class EpochProgress(logging.Handler):
         self.bar: Any = tqdm(total=epochs, desc="training", unit="epoch", disable=disable)
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Advance the bar by one epoch for each epoch record (the total from the start record)."""
+        """Advance the bar by one epoch for each epoch record; each head's start record adds its
+        epochs to the total."""
         if not isinstance(record.msg, str):
             return
         if record.msg.startswith("training %d epochs") and isinstance(record.args, tuple):
-            self.bar.total = record.args[0]
+            # one record per head: the total grows by each head's epochs
+            self.bar.total = self.bar.n + record.args[0]
             self.bar.refresh()
         elif record.msg.startswith("epoch ") and record.args:
             args = record.args if isinstance(record.args, tuple) else ()

@@ -96,10 +96,10 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
-def _threads(text: str) -> int:
+def _at_least_one(text: str) -> int:
     value = _positive(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
 
 
@@ -109,7 +109,7 @@ def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:
 
     p.add_argument(
         "--threads",
-        type=_threads,
+        type=_at_least_one,
         metavar="N",
         help="CPU threads of torch, ONNX Runtime and scikit-learn (default: torch's, usually "
         "one per core); 1 avoids large slow-downs when other jobs share the cores",
@@ -238,6 +238,13 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         choices=("random", "kmeans"),
         help="start of the head: random (the paper, default) or a k-means partition (for many "
         "clusters, e.g. k >= 50)",
+    )
+    p.add_argument(
+        "--heads",
+        type=_at_least_one,
+        metavar="H",
+        help="train H heads from different seeds and keep the one with the best label-free "
+        "score (beyond the paper; H times the training; default: 1)",
     )
     p.add_argument(
         "--loss-weights",

@@ -60,6 +60,9 @@ class ClusterConfig:
             random head collapses onto a few clusters).
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
             by default).
+        n_heads: train this many heads from different seeds and keep the one with the best
+            label-free score (beyond the paper; `icbpl.estimator.ICBPL`'s ``n_heads``); costs
+            ``n_heads`` times the training.
     """
 
     path: str
@@ -89,6 +92,7 @@ class ClusterConfig:
     min_distance_warmup: int = 0
     init: str = "random"
     include_hidden: bool = False
+    n_heads: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -120,6 +124,7 @@ class ClusterConfig:
             "n_neighbours": (self.n_neighbours, 0),
             "refresh_every": (self.refresh_every, 0),
             "min_distance_warmup": (self.min_distance_warmup, 0),
+            "n_heads": (self.n_heads, 1),
         }
         for name, (value, low) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -194,6 +194,7 @@ def run_cluster(
             weight_decay=config.weight_decay,
             min_distance_warmup=config.min_distance_warmup,
             init=config.init,
+            n_heads=config.n_heads,
             device=str(device),
             random_state=config.seed,
         )
@@ -247,6 +248,7 @@ def run_cluster(
         "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
         "metrics": metrics,
         "best_epoch": int(model.best_epoch_),
+        "heads": model.heads_,
         "timings": timings,
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
