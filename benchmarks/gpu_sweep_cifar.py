@@ -96,6 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     f.add_argument("--heads", type=int, default=8)
     f.add_argument("--seed", type=int, default=0, help="random_state (heads: seed + 7919 h)")
     f.add_argument("--out", type=Path, required=True, help="folder for SETTING[-sSEED].json")
+    q = sub.add_parser("peer", help="one peer method at its default options (icbpl.peers)")
+    q.add_argument("--store", type=Path, required=True)
+    q.add_argument("--name", required=True, choices=("kmeans", "scan", "temi", "turtle"))
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", type=Path, required=True, help="folder for peer-NAME-sSEED.json")
     s = sub.add_parser("summarise", help="table of fit results")
     s.add_argument("results", type=Path, nargs="+")
     s.add_argument("--write-docs", action="store_true", help="into docs/BENCHMARKS.md")
@@ -182,6 +187,36 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def peer(args: argparse.Namespace) -> dict[str, Any]:
+    """Peer ``args.name`` with its default options on the stored features, neighbours, views."""
+    from icbpl.metrics import evaluate
+    from icbpl.peers import fit_peer, peer_options
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.from_numpy(np.load(args.store / "features.npy")).to(dev)
+    views = torch.from_numpy(np.load(args.store / "views.npy")).to(dev)
+    nb = np.load(args.store / "neighbours.npy")
+    y = np.load(args.store / "labels.npy")
+    t = time.perf_counter()
+    res = fit_peer(args.name, x, 10, neighbours=nb, views=views, seed=args.seed, device=dev)
+    out = {
+        "peer": args.name,
+        "seed": args.seed,
+        "options": {k: v for k, v in peer_options(args.name).items()},
+        **evaluate(y, res.labels),
+        "seconds": time.perf_counter() - t,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"peer-{args.name}-s{args.seed}.json").write_text(json.dumps(out, indent=1))
+    log(
+        f"{args.name} seed {args.seed}: ACC {out['acc']:.3f} NMI {out['nmi']:.3f} "
+        f"ARI {out['ari']:.3f}, {out['seconds']:.0f}s"
+    )
+    return out
+
+
 def _pick_of(scores: np.ndarray, accs: np.ndarray, n: int, draws: int = 20000) -> np.ndarray:
     """ACC of the label-free pick (highest score) among ``n`` heads drawn without replacement."""
     rng = np.random.default_rng(0)
@@ -192,8 +227,12 @@ def _pick_of(scores: np.ndarray, accs: np.ndarray, n: int, draws: int = 20000) -
 def summarise(paths: list[Path], write_docs: bool) -> str:
     """Markdown tables of the fit results (heads of one setting pooled over runs)."""
     groups: dict[str, dict[str, Any]] = {}
+    peers: dict[str, list[dict[str, Any]]] = {}
     for p in paths:
         r = json.loads(p.read_text())
+        if "peer" in r:
+            peers.setdefault(r["peer"], []).append(r)
+            continue
         g = groups.setdefault(r["setting"], {"kwargs": r["kwargs"], "heads": [], "runs": []})
         g["heads"] += r["heads"]
         g["runs"].append(r)
@@ -235,11 +274,27 @@ def summarise(paths: list[Path], write_docs: bool) -> str:
             corr = float(np.corrcoef(score, acc)[0, 1])
             rows.append(f"| {s} (score-ACC corr. {corr:.2f}) | {len(acc)} | " + " | ".join(cells))
         best_of = "\n".join(row if row.endswith("|") else row + " |" for row in rows)
-    print(table + ("\n\n" + best_of if best_of else ""))
+    peer_table = ""
+    if peers:
+        rows = [
+            "| peer (`icbpl.peers` defaults, with the views) | seeds | ACC | NMI | ARI | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, runs in sorted(peers.items(), key=lambda kv: -np.mean([r["acc"] for r in kv[1]])):
+            cells = [
+                f"{np.mean([r[m] for r in runs]):.3f} +- {np.std([r[m] for r in runs]):.3f}"
+                for m in ("acc", "nmi", "ari")
+            ]
+            seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+            secs = np.mean([r["seconds"] for r in runs])
+            rows.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {secs:.0f} |")
+        peer_table = "\n".join(rows)
+    extras = [part for part in (best_of, peer_table) if part]
+    print("\n\n".join([table, *extras]))
     if write_docs:
         from _common import write_section
 
-        first = next(iter(groups.values()))["runs"][0]
+        first = next(iter(groups.values()))["runs"][0] if groups else next(iter(peers.values()))[0]
         body = (
             "## CIFAR-10: ICBPL settings over many seeds (GPU sweep)\n\n"
             "- command: `python benchmarks/gpu_sweep_cifar.py extract --data "
@@ -256,6 +311,13 @@ def summarise(paths: list[Path], write_docs: bool) -> str:
             "this table to choose settings is tuning on CIFAR-10's labels.\n\n"
             + table
             + ("\n\nLabel-free pick among many heads:\n\n" + best_of if best_of else "")
+            + (
+                "\n\nPeers on the same stored features, neighbours and views, at their "
+                "`icbpl.peers` default options (full schedules; `peer --name P --seed S`, 8 "
+                "parallel processes):\n\n" + peer_table
+                if peer_table
+                else ""
+            )
             + "\n"
         )
         print(f"wrote {write_section('gpu-sweep-cifar', body)}")
@@ -270,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         print(" ".join(SETTINGS))
     elif args.cmd == "fit":
         fit(args)
+    elif args.cmd == "peer":
+        peer(args)
     else:
         summarise(args.results, args.write_docs)
 
