@@ -42,14 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpu_protocol import (
-    decode,
     features,
     fit_epochs,
     fmt,
     kmeans,
+    labelled_images,
     log,
     peak_gb,
-    read_jpegs,
     reset_peak,
 )
 from icbpl import ICBPL
@@ -98,11 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU {platform.machine()}"
     log(f"device {dev} ({name}), torch {torch.__version__}")
-    blobs, classes, _splits = read_jpegs(args.data, 6 if args.smoke else None)
-    names = sorted(set(classes))
-    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
-    images = decode(blobs, dev)
-    del blobs
+    images, labels, names, _splits = labelled_images(args.data, 6 if args.smoke else None, dev)
     n, k = images.shape[0], len(names)
     size = 32 if args.smoke else args.input_size
     encoder = create_encoder("efficientnet_lite0", weights=args.weights, input_size=size)

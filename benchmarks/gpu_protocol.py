@@ -94,6 +94,17 @@ def read_jpegs(path: Path, per_class: int | None) -> tuple[list[bytes], list[str
     return blobs, classes, splits
 
 
+def labelled_images(
+    path: Path, per_class: int | None, device: torch.device
+) -> tuple[torch.Tensor, np.ndarray, list[str], list[str]]:
+    """Decoded images ``(N, 3, H, W)`` uint8 on ``device``, class indices (sorted class names),
+    the names and each image's split, from :func:`read_jpegs` and :func:`decode`."""
+    blobs, classes, splits = read_jpegs(path, per_class)
+    names = sorted(set(classes))
+    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
+    return decode(blobs, device), labels, names, splits
+
+
 def decode(blobs: list[bytes], device: torch.device, chunk: int = 4096) -> torch.Tensor:
     """Decode JPEGs to one ``(N, 3, H, W)`` uint8 tensor on ``device`` (GPU decoder on CUDA).
 
@@ -289,11 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"device {dev} ({info['device']}), torch {torch.__version__}")
 
     t = time.perf_counter()
-    blobs, classes, splits = read_jpegs(args.data, per_class)
-    names = sorted(set(classes))
-    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
-    images = decode(blobs, dev)
-    del blobs
+    images, labels, names, splits = labelled_images(args.data, per_class, dev)
     info["n_images"] = int(images.shape[0])
     info["decode_seconds"] = time.perf_counter() - t
     log(

@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gpu_protocol import decode, features, log, read_jpegs
+from gpu_protocol import features, labelled_images, log
 from icbpl import ICBPL
 from icbpl.augment import BatchAugment
 from icbpl.encoders import create_encoder
@@ -111,11 +111,7 @@ def extract(args: argparse.Namespace) -> None:
     """Features of originals and views, 20 neighbours, labels, into ``args.store``."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
-    blobs, classes, _ = read_jpegs(args.data, None)
-    names = sorted(set(classes))
-    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
-    images = decode(blobs, dev)
-    del blobs
+    images, labels, _names, _splits = labelled_images(args.data, None, dev)
     encoder = create_encoder("efficientnet_lite0", weights=args.weights, input_size=160).to(dev)
     t = time.perf_counter()
     feats = features(encoder, images, 1024)
@@ -140,12 +136,25 @@ def extract(args: argparse.Namespace) -> None:
     log(f"stored in {args.store}")
 
 
+def _load_store(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features (N, D), views (V, N, D), neighbours (N, 20) and labels written by ``extract``."""
+    x, views, nb, y = (
+        np.load(store / f"{name}.npy") for name in ("features", "views", "neighbours", "labels")
+    )
+    return x, views, nb, y
+
+
+def _save(out_dir: Path, name: str, record: dict[str, Any]) -> None:
+    """``record`` plus the device and date, as ``out_dir/name.json``."""
+    record["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+
+
 def fit(args: argparse.Namespace) -> dict[str, Any]:
     """One setting with ``args.heads`` heads; writes ``OUT/SETTING.json``."""
-    x = np.load(args.store / "features.npy")
-    views = np.load(args.store / "views.npy")
-    nb = np.load(args.store / "neighbours.npy")
-    y = np.load(args.store / "labels.npy")
+    x, views, nb, y = _load_store(args.store)
     kw = {**BASE, **SETTINGS[args.setting]}
     k_nb = int(kw.get("n_neighbours", 4))
     t = time.perf_counter()
@@ -172,12 +181,8 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
             {"epoch": r.epoch, "score": r.score, **(r.metrics or {})} for r in est.history_
         ],
         "seconds": time.perf_counter() - t,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = args.setting if args.seed == 0 else f"{args.setting}-s{args.seed}"
-    (args.out / f"{name}.json").write_text(json.dumps(out, indent=1))
+    _save(args.out, args.setting if args.seed == 0 else f"{args.setting}-s{args.seed}", out)
     accs = [h["acc"] for h in heads]
     log(
         f"{args.setting}: ACC {np.mean(accs):.3f} +- {np.std(accs):.3f} "
@@ -193,23 +198,25 @@ def peer(args: argparse.Namespace) -> dict[str, Any]:
     from icbpl.peers import fit_peer, peer_options
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.from_numpy(np.load(args.store / "features.npy")).to(dev)
-    views = torch.from_numpy(np.load(args.store / "views.npy")).to(dev)
-    nb = np.load(args.store / "neighbours.npy")
-    y = np.load(args.store / "labels.npy")
+    x, views, nb, y = _load_store(args.store)
     t = time.perf_counter()
-    res = fit_peer(args.name, x, 10, neighbours=nb, views=views, seed=args.seed, device=dev)
+    res = fit_peer(
+        args.name,
+        torch.from_numpy(x).to(dev),
+        10,
+        neighbours=nb,
+        views=torch.from_numpy(views).to(dev),
+        seed=args.seed,
+        device=dev,
+    )
     out = {
         "peer": args.name,
         "seed": args.seed,
         "options": {k: v for k, v in peer_options(args.name).items()},
         **evaluate(y, res.labels),
         "seconds": time.perf_counter() - t,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"peer-{args.name}-s{args.seed}.json").write_text(json.dumps(out, indent=1))
+    _save(args.out, f"peer-{args.name}-s{args.seed}", out)
     log(
         f"{args.name} seed {args.seed}: ACC {out['acc']:.3f} NMI {out['nmi']:.3f} "
         f"ARI {out['ari']:.3f}, {out['seconds']:.0f}s"
