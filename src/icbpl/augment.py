@@ -95,8 +95,9 @@ def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     minc = x.amin(1)
     chroma = maxc - minc
     grey = chroma == 0
-    s = chroma / torch.where(grey, torch.ones_like(maxc), maxc)
-    div = torch.where(grey, torch.ones_like(chroma), chroma)
+    one = torch.ones_like(maxc)
+    s = chroma / torch.where(grey, one, maxc)
+    div = torch.where(grey, one, chroma)
     r, g, b = x.unbind(1)
     # sector offset 0 / 2 / 4 plus (next - previous channel) / chroma
     h = torch.where(which == 0, g - b, torch.where(which == 1, b - r, r - g)).div_(div)
