@@ -172,7 +172,7 @@ def test_cpu_threads_limits_torch_and_blas_pools_and_restores_them() -> None:
     import torch
     from threadpoolctl import threadpool_info
 
-    from icbpl.cli._common import cpu_threads
+    from icbpl.device import cpu_threads
 
     before = torch.get_num_threads()
     with cpu_threads(1):

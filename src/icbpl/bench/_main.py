@@ -50,14 +50,13 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
 
     ``command`` is the command as the tables state it; default ``icbpl`` + ``sys.argv[1:]``.
     """
-    import torch
 
     try:
         get_experiment(args.experiment)
     except ValueError as err:
         print(f"icbpl bench: {err}", file=sys.stderr)
         return 2
-    from threadpoolctl import threadpool_limits
+    from icbpl.device import cpu_threads
 
     settings = QUICK if args.quick else FULL
     variant = ""
@@ -67,7 +66,6 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
         except ValueError as err:
             print(f"icbpl bench: {err}", file=sys.stderr)
             return 2
-    torch.set_num_threads(args.threads)
     context = BenchContext(
         settings=settings,
         variant=variant,
@@ -81,8 +79,8 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
     )
     t = time.perf_counter()
     try:
-        # BLAS and OpenMP pools (scikit-learn's k-means, t-SNE) get the same thread count
-        with threadpool_limits(limits=args.threads):
+        # torch, ONNX Runtime and the BLAS / OpenMP pools (scikit-learn's k-means, t-SNE)
+        with cpu_threads(args.threads):
             logs, failed = run_experiment(args.experiment, context)
     except KeyboardInterrupt:
         print(

@@ -14,11 +14,11 @@ from icbpl.cli._common import (
     CliError,
     EpochProgress,
     StageReporter,
-    cpu_threads,
     format_metrics,
     log_file,
     print_skipped,
 )
+from icbpl.device import cpu_threads
 
 __all__ = ["cmd_cluster", "cmd_demo", "cmd_encoders", "cmd_predict", "cmd_report"]
 
