@@ -109,6 +109,8 @@ def test_views_and_neighbours_are_used() -> None:
         ({}, {"views": np.zeros((2, 5, 16))}, r"views should have shape \(V, 300, 16\)"),
         ({}, {"neighbours": np.zeros((5, 2), int)}, r"neighbours should be an integer array"),
         ({}, {"neighbours": np.full((300, 2), 999)}, "outside"),
+        ({"loss_weights": (8, 2, 2)}, {}, "should be 4 or 5 numbers >= 0"),
+        ({"loss_weights": (8, 2, 2, 1, -2)}, {}, "should be 4 or 5 numbers >= 0"),
     ],
 )
 def test_bad_input_errors(kwargs: dict, fit_kwargs: dict, match: str) -> None:
@@ -125,6 +127,24 @@ def test_nan_and_1d_errors() -> None:
         ICBPL(n_clusters=4, **FAST).fit(x)
     with pytest.raises(ValueError, match="Expected 2D array"):
         ICBPL(n_clusters=4, **FAST).fit(np.zeros(10))
+
+
+def test_assignment_loss_is_trained_and_saved(tmp_path: Path) -> None:
+    """A fifth loss weight switches the assignment loss on (views and neighbours feed it)."""
+    x, y = _blobs()
+    rng = np.random.default_rng(0)
+    views = x[None] + rng.normal(0, 0.1, (2, *x.shape)).astype(np.float32)
+    paper = ICBPL(n_clusters=4, **FAST).fit(x, y, views=views)
+    assert all(r.losses["assignment"] == 0.0 for r in paper.history_)
+    kw = dict(epochs=15, hidden=(64,), latent_dim=16)
+    ours = ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **kw).fit(x, y, views=views)
+    losses = [r.losses["assignment"] for r in ours.history_]
+    # SCAN's loss is consistency - entropy >= -log k; it falls as neighbours agree
+    assert all(np.isfinite(losses)) and min(losses) > -np.log(4) and losses[-1] < losses[0]
+    assert evaluate(y, ours.labels_)["acc"] >= 0.98
+    loaded = ICBPL.load(ours.save(tmp_path / "m"))
+    assert loaded.get_params()["loss_weights"] == (8, 2, 2, 1, 2)
+    np.testing.assert_array_equal(loaded.predict(x), ours.labels_)
 
 
 def test_several_heads_keep_the_best_label_free_score() -> None:

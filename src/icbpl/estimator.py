@@ -16,8 +16,10 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from icbpl.head import ProjectionHead
+from icbpl.metrics import evaluate
 from icbpl.objective import LossWeights
 from icbpl.pedcc import make_pedcc
+from icbpl.selflabel import self_label
 from icbpl.training import EpochRecord, TrainConfig, train_head
 from icbpl.validation import check_features, check_fit_inputs
 
@@ -41,6 +43,10 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         hidden: widths of the head's hidden layers.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         loss_weights: (mmd, augmentation, neighbour, min_distance) weights; paper: (8, 2, 2, 1).
+            An optional fifth number weighs the assignment loss (beyond the paper:
+            :func:`icbpl.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
+            cosines to the PEDCC points at temperature 0.1, between an augmented view of each
+            sample and of one of its ``n_neighbours`` neighbours); e.g. ``(8, 2, 2, 1, 2)``.
         distance: ``cosine`` (paper), ``cosine_squared``, ``euclidean``, ``composite_cosine``.
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
@@ -58,11 +64,18 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             towards them before the ICBPL epochs. It keeps ICBPL from collapsing onto few
             clusters when k is large (e.g. k = 200, see docs/BENCHMARKS.md).
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
+        self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
+            distilled into a linear classifier on the features, which then runs E epochs of
+            SCAN's self-labelling (:func:`icbpl.selflabel.self_label`; the augmented views are
+            its strong views). ``predict`` and ``soft_assign`` then use that classifier
+            (``classifier_``); ``transform`` and ``cosine_scores`` stay the head's. 0: off.
         random_state: seed; the same seed gives the same result on the CPU.
 
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
     per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``,
-    ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head).
+    ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head),
+    ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
+    ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after).
     """
 
     def __init__(
@@ -84,6 +97,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_heads: int = 1,
         init: str = "random",
         init_epochs: int = 3,
+        self_label_epochs: int = 0,
         device: str | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -103,11 +117,18 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_heads = n_heads
         self.init = init
         self.init_epochs = init_epochs
+        self.self_label_epochs = self_label_epochs
         self.device = device
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
     def _config(self) -> TrainConfig:
+        weights = tuple(float(w) for w in self.loss_weights)
+        if len(weights) not in (4, 5) or min(weights) < 0:
+            raise ValueError(
+                f"loss_weights={tuple(self.loss_weights)} should be 4 or 5 numbers >= 0 (mmd, "
+                "augmentation, neighbour, min_distance[, assignment])"
+            )
         return TrainConfig(
             n_clusters=int(self.n_clusters),
             latent_dim=int(self.latent_dim),
@@ -116,7 +137,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             batch_size=int(self.batch_size),
             lr=float(self.lr),
             weight_decay=float(self.weight_decay),
-            weights=LossWeights(*(float(w) for w in self.loss_weights)),
+            weights=LossWeights(*weights),
             distance=str(self.distance),
             n_neighbours=int(self.n_neighbours),
             refresh_every=int(self.refresh_every),
@@ -159,6 +180,10 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"n_heads={self.n_heads!r} should be an integer >= 1")
         if self.init not in ("random", "kmeans"):
             raise ValueError(f"init={self.init!r}; expected 'random' or 'kmeans'")
+        if not isinstance(self.self_label_epochs, int | np.integer) or self.self_label_epochs < 0:
+            raise ValueError(
+                f"self_label_epochs={self.self_label_epochs!r} should be an integer >= 0"
+            )
         if self.init == "kmeans" and (
             not isinstance(self.init_epochs, int | np.integer) or self.init_epochs < 1
         ):
@@ -197,7 +222,25 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.best_epoch_ = result.best_epoch
         self.neighbours_ = result.neighbours
         self.n_features_in_ = x.shape[1]
+        self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
+        self.self_label_: dict[str, Any] | None = None
         self.labels_ = self.predict(x)
+        if self.self_label_epochs:
+            sl = self_label(
+                x,
+                self.labels_,
+                config.n_clusters,
+                views=v,
+                epochs=int(self.self_label_epochs),
+                seed=config.seed,
+                device=device,
+            )
+            self.self_label_ = dict(sl.info)
+            if labels is not None:
+                self.self_label_["metrics_before"] = evaluate(labels, self.labels_)
+                self.self_label_["metrics"] = evaluate(labels, sl.labels)
+            self.classifier_ = (sl.weight, sl.bias)
+            self.labels_ = sl.labels
         sizes = np.bincount(self.labels_, minlength=config.n_clusters)
         if (sizes == 0).any():
             logger.warning(
@@ -221,18 +264,35 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         """Cosine of each sample's latent to each PEDCC point, (N, k), in [-1, 1]."""
         return self.transform(X) @ self.centroids_.T
 
+    def _logits(self, X: Any) -> np.ndarray | None:
+        """The self-labelled classifier's logits (N, k), or None without one."""
+        check_is_fitted(self, "head_")
+        classifier = getattr(self, "classifier_", None)
+        if classifier is None:
+            return None
+        x = check_features(X, n_features=self.n_features_in_)
+        return np.asarray(x @ classifier[0] + classifier[1], dtype=np.float32)
+
     def soft_assign(self, X: Any, temperature: float = 0.1) -> np.ndarray:
-        """Softmax of the cosines divided by ``temperature``, (N, k); rows sum to 1."""
+        """Soft clusters (N, k), rows sum to 1.
+
+        The softmax of the cosines divided by ``temperature``; after self-labelling the
+        classifier's softmax (``temperature`` is then not used).
+        """
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} should be > 0")
-        s = self.cosine_scores(X) / temperature
+        logits = self._logits(X)
+        s = self.cosine_scores(X) / temperature if logits is None else logits
         s = s - s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Cluster of each sample: its nearest PEDCC point by cosine."""
-        return self.cosine_scores(X).argmax(axis=1).astype(np.int64)
+        """Cluster of each sample: its nearest PEDCC point by cosine (the classifier's argmax
+        after self-labelling)."""
+        logits = self._logits(X)
+        scores = self.cosine_scores(X) if logits is None else logits
+        return scores.argmax(axis=1).astype(np.int64)
 
     def fit_predict(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """``fit(X, ...).labels_``; equals ``fit(X).predict(X)``."""
@@ -246,6 +306,10 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"head.{k}": v.contiguous() for k, v in self.head_.state_dict().items()}
         tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(self.centroids_))
+        if getattr(self, "classifier_", None) is not None:
+            weight, bias = self.classifier_  # type: ignore[misc]
+            tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
+            tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
         save_file(tensors, str(folder / "model.safetensors"))
         meta = {
             "format_version": _FORMAT_VERSION,
@@ -287,6 +351,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         head.eval()
         model.head_ = head
         model.centroids_ = tensors["centroids"].numpy()
+        model.classifier_ = (
+            (tensors["classifier.weight"].numpy(), tensors["classifier.bias"].numpy())
+            if "classifier.weight" in tensors
+            else None
+        )
+        model.self_label_ = None
         model.n_features_in_ = int(meta["n_features_in"])
         model.best_epoch_ = int(meta["best_epoch"])
         model.history_ = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ class TrainConfig:
     min_distance_warmup: int = 0
     feature_power: float = 1.0
     init_epochs: int = 0
+    assignment_temperature: float = 0.1
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +118,29 @@ def _warm_start(
         )
 
 
+def _assignment_pair(
+    head: ProjectionHead,
+    x: Tensor,
+    views: Tensor | None,
+    idx: Tensor,
+    z: Tensor,
+    z_views: Tensor | None,
+    nb_t: Tensor,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Anchors and neighbours of the assignment loss, as SCAN feeds them: augmented views.
+
+    The anchor is the batch's view (the original without views); the partner is a random one of
+    each sample's neighbours, itself through a random view when there are views.
+    """
+    col = torch.randint(nb_t.shape[1], (idx.numel(),), generator=gen).to(idx.device)
+    j = nb_t[idx, col]
+    if views is None or z_views is None:
+        return z, head(x[j])
+    pick = torch.randint(views.shape[0], (idx.numel(),), generator=gen).to(idx.device)
+    return z_views, head(views[pick, j])
+
+
 def _embed(head: ProjectionHead, x: Tensor, batch: int = 4096) -> Tensor:
     was_training = head.training
     head.eval()
@@ -180,7 +205,7 @@ def train_head(
         t0 = time.perf_counter()
         w = config.weights
         if config.min_distance_warmup and epoch <= config.min_distance_warmup:
-            w = LossWeights(w.mmd, w.augmentation, w.neighbour, 0.0)
+            w = dataclasses.replace(w, min_distance=0.0)
         head.train()
         sums: dict[str, float] = {}
         steps = 0
@@ -194,6 +219,9 @@ def train_head(
             if nb_t is not None:
                 col = torch.randint(nb_t.shape[1], (idx.numel(),), generator=gen).to(device)
                 z_nb = head(x[nb_t[idx, col]])
+            z_assign = None
+            if nb_t is not None and w.assignment:
+                z_assign = _assignment_pair(head, x, views, idx, z, z_views, nb_t, gen)
             out = icbpl_objective(
                 z,
                 centroids,
@@ -201,6 +229,8 @@ def train_head(
                 z_neighbours=z_nb,
                 weights=w,
                 distance=config.distance,
+                z_assign=z_assign,
+                temperature=config.assignment_temperature,
             )
             opt.zero_grad(set_to_none=True)
             out["total"].backward()

@@ -99,6 +99,7 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "n_neighbours": args.neighbours,
         "init": args.init,
         "n_heads": args.heads,
+        "self_label_epochs": args.self_label_epochs,
         "loss_weights": args.loss_weights,
     }
     given = {key: value for key, value in given.items() if value is not None}
@@ -145,6 +146,8 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     heads = summary["icbpl"].get("n_heads", 1)
     if heads > 1:
         setup += f", best of {heads} heads"
+    if summary["icbpl"].get("self_label_epochs", 0):
+        setup += ", self-labelled"
     k = summary["n_clusters"]
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "

@@ -67,18 +67,19 @@ def _positive(text: str) -> int:
     return value
 
 
-def _loss_weights(text: str) -> tuple[float, float, float, float]:
+def _loss_weights(text: str) -> tuple[float, ...]:
     parts = text.split(",")
     try:
         values = tuple(float(v) for v in parts)
     except ValueError:
         values = ()
-    if len(values) != 4 or min(values) < 0:
+    if len(values) not in (4, 5) or min(values) < 0:
         raise argparse.ArgumentTypeError(
-            f"expected four numbers >= 0 separated by commas (MMD,augmentation,kNN,min-distance), "
-            f"e.g. 8,2,2,1; got {text!r}"
+            "expected four or five numbers >= 0 separated by commas "
+            f"(MMD,augmentation,kNN,min-distance[,assignment]), e.g. 8,2,2,1 or 8,2,2,1,2; "
+            f"got {text!r}"
         )
-    return (values[0], values[1], values[2], values[3])
+    return values
 
 
 def _common() -> argparse.ArgumentParser:
@@ -247,10 +248,18 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "score (beyond the paper; H times the training; default: 1)",
     )
     p.add_argument(
+        "--self-label-epochs",
+        type=_positive,
+        metavar="E",
+        help="after training, distil the clusters into a linear classifier and run E epochs of "
+        "SCAN's self-labelling on it (beyond the paper; default: 0, off)",
+    )
+    p.add_argument(
         "--loss-weights",
         type=_loss_weights,
-        metavar="M,A,N,D",
-        help="weights of the MMD, augmentation, kNN and min-distance losses (default: "
+        metavar="M,A,N,D[,S]",
+        help="weights of the MMD, augmentation, kNN and min-distance losses, and optionally of "
+        "the assignment loss (beyond the paper: SCAN's loss on the PEDCC assignment) (default: "
         + ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
         + ")",
     )

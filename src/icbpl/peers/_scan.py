@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from icbpl.peers._augment import augmented
 from icbpl.peers._heads import MultiLinear, select_head
 from icbpl.peers._registry import PeerResult, register_peer, resolve_neighbours, to_result
 
-__all__ = ["scan_loss", "scan_self_label_loss"]
+__all__ = ["scan_loss", "scan_self_label_loss", "self_label_head"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,41 @@ def scan_self_label_loss(
         counts = torch.bincount(t, minlength=weak_logits.shape[-1]).to(strong_logits.dtype)
         weight = torch.where(counts > 0, t.numel() / counts.clamp_min(1.0), counts.new_ones(()))
     return F.cross_entropy(strong_logits[mask], t, weight=weight)
+
+
+def self_label_head(
+    head: MultiLinear,
+    X: Tensor,
+    view: Callable[[Tensor], Tensor],
+    *,
+    epochs: int,
+    batch_size: int = 1000,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    threshold: float = 0.99,
+    class_balance: bool = True,
+) -> None:
+    """SCAN's self-labelling step (section 2.3) on a one-head ``head``, in place.
+
+    Each step takes a batch of ``batch_size`` samples, labels the confident ones by the head's own
+    prediction on the clean features ``X[idx]`` (the weak view) and trains the head with
+    :func:`scan_self_label_loss` on ``view(idx)`` (the strong view), with Adam. Uses torch's
+    global RNG (seed it around the call).
+    """
+    n = X.shape[0]
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    bs = min(batch_size, n)
+    steps = math.ceil(n / bs)
+    for _ in range(epochs):
+        perm = torch.randperm(n, device=X.device)
+        for s in range(steps):
+            idx = perm[s * bs : (s + 1) * bs]
+            with torch.no_grad():
+                weak = head(X[idx])[0]
+            loss = scan_self_label_loss(weak, head(view(idx))[0], threshold, class_balance)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
 
 @register_peer("scan")
@@ -194,19 +230,17 @@ def fit_scan(
     }
 
     if self_label and self_label_epochs > 0:
-        opt = torch.optim.Adam(head.parameters(), lr=self_label_lr, weight_decay=weight_decay)
-        bs = min(self_label_batch_size, n)
-        steps = math.ceil(n / bs)
-        for _ in range(self_label_epochs):
-            perm = torch.randperm(n, device=X.device)
-            for s in range(steps):
-                idx = perm[s * bs : (s + 1) * bs]
-                with torch.no_grad():
-                    weak = head(X[idx])[0]
-                loss = scan_self_label_loss(weak, head(view(idx))[0], threshold, class_balance)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        self_label_head(
+            head,
+            X,
+            view,
+            epochs=self_label_epochs,
+            batch_size=self_label_batch_size,
+            lr=self_label_lr,
+            weight_decay=weight_decay,
+            threshold=threshold,
+            class_balance=class_balance,
+        )
         info["self_label_epochs"] = self_label_epochs
 
     with torch.no_grad():

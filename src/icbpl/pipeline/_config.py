@@ -63,6 +63,9 @@ class ClusterConfig:
         n_heads: train this many heads from different seeds and keep the one with the best
             label-free score (beyond the paper; `icbpl.estimator.ICBPL`'s ``n_heads``); costs
             ``n_heads`` times the training.
+        self_label_epochs: beyond the paper; after training, distil the clusters into a linear
+            classifier and run this many epochs of SCAN's self-labelling
+            (`icbpl.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
     """
 
     path: str
@@ -84,7 +87,7 @@ class ClusterConfig:
     hidden: tuple[int, ...] = (512,)
     train_batch_size: int = 100
     lr: float = 1e-3
-    loss_weights: tuple[float, float, float, float] = (8.0, 2.0, 2.0, 1.0)
+    loss_weights: tuple[float, ...] = (8.0, 2.0, 2.0, 1.0)
     n_neighbours: int = 4
     refresh_every: int = 30
     distance: str = "cosine"
@@ -93,6 +96,7 @@ class ClusterConfig:
     init: str = "random"
     include_hidden: bool = False
     n_heads: int = 1
+    self_label_epochs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -125,6 +129,7 @@ class ClusterConfig:
             "refresh_every": (self.refresh_every, 0),
             "min_distance_warmup": (self.min_distance_warmup, 0),
             "n_heads": (self.n_heads, 1),
+            "self_label_epochs": (self.self_label_epochs, 0),
         }
         for name, (value, low) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -139,8 +144,11 @@ class ClusterConfig:
             raise PipelineError(f"include_hidden={self.include_hidden!r} should be true or false")
         if self.init not in ("random", "kmeans"):
             raise PipelineError(f"init={self.init!r} should be 'random' or 'kmeans'")
-        if len(self.loss_weights) != 4 or min(self.loss_weights) < 0:
-            raise PipelineError(f"loss_weights={self.loss_weights} should be 4 numbers >= 0")
+        if len(self.loss_weights) not in (4, 5) or min(self.loss_weights) < 0:
+            raise PipelineError(
+                f"loss_weights={self.loss_weights} should be 4 or 5 numbers >= 0 (MMD, "
+                "augmentation, kNN, min-distance[, assignment])"
+            )
         if not self.lr > 0 or self.weight_decay < 0:
             raise PipelineError(
                 f"lr={self.lr} should be > 0 and weight_decay={self.weight_decay} >= 0"

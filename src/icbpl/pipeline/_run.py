@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from icbpl.pipeline._stages import (
     write_assignments,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from icbpl.estimator import ICBPL
 
 __all__ = ["ClusterRun", "Prediction", "image_loader_for", "predict_run", "run_cluster"]
 
@@ -195,6 +198,7 @@ def run_cluster(
             min_distance_warmup=config.min_distance_warmup,
             init=config.init,
             n_heads=config.n_heads,
+            self_label_epochs=config.self_label_epochs,
             device=str(device),
             random_state=config.seed,
         )
@@ -203,9 +207,8 @@ def run_cluster(
 
     with timed("write"):
         latent = model.transform(features).astype(np.float32)
-        cosines = latent @ model.centroids_.T
         clusters = model.labels_
-        scores = cosines[np.arange(n), clusters]
+        scores = _cluster_scores(model, features, latent, clusters)
         labels = source.labels
         paths = image_paths(source)
         write_assignments(
@@ -249,12 +252,24 @@ def run_cluster(
         "metrics": metrics,
         "best_epoch": int(model.best_epoch_),
         "heads": model.heads_,
+        "self_label": model.self_label_,
         "timings": timings,
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
     write_json(out / "summary.json", summary)
     logger.info("wrote results to %s (%.1f s)", out, timings["total"])
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+
+
+def _cluster_scores(
+    model: ICBPL, features: np.ndarray, latent: np.ndarray, clusters: np.ndarray
+) -> np.ndarray:
+    """The ``score`` column: cosine of each latent to its cluster's centroid, or, after
+    self-labelling, the classifier's probability of the cluster (both: high is typical)."""
+    rows = np.arange(len(clusters))
+    if getattr(model, "classifier_", None) is not None:
+        return model.soft_assign(features)[rows, clusters]
+    return (latent @ model.centroids_.T)[rows, clusters]
 
 
 # ------------------------------------------------------------------------------ predict
@@ -320,9 +335,8 @@ def predict_run(
     )
     stage("assign")
     features = np.array(fs.features, dtype=np.float32)
-    cosines = model.cosine_scores(features)
-    clusters = cosines.argmax(axis=1).astype(np.int64)
-    scores = cosines[np.arange(len(clusters)), clusters]
+    clusters = model.predict(features)
+    scores = _cluster_scores(model, features, model.transform(features), clusters)
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_assignments(out, list(source.ids), image_paths(source), clusters, scores, source.labels)
