@@ -129,7 +129,9 @@ def test_nan_and_1d_errors() -> None:
         ICBPL(n_clusters=4, **FAST).fit(np.zeros(10))
 
 
-def test_assignment_loss_is_trained_and_saved(tmp_path: Path) -> None:
+def test_assignment_loss_is_trained_and_saved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A fifth loss weight switches the assignment loss on (views and neighbours feed it)."""
     x, y = _blobs()
     rng = np.random.default_rng(0)
@@ -144,6 +146,9 @@ def test_assignment_loss_is_trained_and_saved(tmp_path: Path) -> None:
     assert evaluate(y, ours.labels_)["acc"] >= 0.98
     loaded = ICBPL.load(ours.save(tmp_path / "m"))
     assert loaded.get_params()["loss_weights"] == (8, 2, 2, 1, 2)
+    with caplog.at_level("WARNING", logger="icbpl.training"):
+        ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **{**FAST, "n_neighbours": 0}).fit(x)
+    assert "the assignment loss needs neighbours" in caplog.text
     np.testing.assert_array_equal(loaded.predict(x), ours.labels_)
 
 

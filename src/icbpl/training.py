@@ -198,6 +198,8 @@ def train_head(
     n_views = 0 if views is None else views.shape[0]
     if init_targets is not None and config.init_epochs > 0:
         _warm_start(head, opt, x, centroids, init_targets, config, gen)
+    if config.weights.assignment and nb_t is None:
+        logger.warning("the assignment loss needs neighbours (n_neighbours > 0); it is left out")
     logger.info("training %d epochs on %d samples", config.epochs, n)
     history: list[EpochRecord] = []
     best_score, best_state, best_epoch = -np.inf, copy.deepcopy(head.state_dict()), 0
