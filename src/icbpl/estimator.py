@@ -267,11 +267,11 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     def _logits(self, X: Any) -> np.ndarray | None:
         """The self-labelled classifier's logits (N, k), or None without one."""
         check_is_fitted(self, "head_")
-        classifier = getattr(self, "classifier_", None)
-        if classifier is None:
+        if self.classifier_ is None:
             return None
+        weight, bias = self.classifier_
         x = check_features(X, n_features=self.n_features_in_)
-        return np.asarray(x @ classifier[0] + classifier[1], dtype=np.float32)
+        return np.asarray(x @ weight + bias, dtype=np.float32)
 
     def soft_assign(self, X: Any, temperature: float = 0.1) -> np.ndarray:
         """Soft clusters (N, k), rows sum to 1.
@@ -306,8 +306,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"head.{k}": v.contiguous() for k, v in self.head_.state_dict().items()}
         tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(self.centroids_))
-        if getattr(self, "classifier_", None) is not None:
-            weight, bias = self.classifier_  # type: ignore[misc]
+        if self.classifier_ is not None:
+            weight, bias = self.classifier_
             tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
             tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
         save_file(tensors, str(folder / "model.safetensors"))

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from icbpl.peers._augment import augmented
+from icbpl.peers._augment import view_sampler
 from icbpl.peers._heads import MultiLinear
 from icbpl.peers._registry import _seeded
 from icbpl.peers._scan import self_label_head
@@ -92,12 +91,7 @@ def self_label(
     if distil_epochs < 1 or epochs < 0:
         raise ValueError(f"distil_epochs={distil_epochs} should be >= 1 and epochs={epochs} >= 0")
     v = None if views is None else torch.as_tensor(np.asarray(views, np.float32), device=x.device)
-    feature_std = x.std(dim=0) if n > 1 else torch.zeros_like(x[0])
-
-    def view(idx: Tensor) -> Tensor:
-        return augmented(
-            x, idx, v, noise_std=noise_std, dropout=feature_dropout, feature_std=feature_std
-        )
+    view = view_sampler(x, v, noise_std=noise_std, dropout=feature_dropout)
 
     with _seeded(int(seed), x.device):
         head = MultiLinear(1, d, n_clusters, device=x.device)

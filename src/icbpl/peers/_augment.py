@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -33,3 +35,17 @@ def augmented(
     if dropout > 0:
         out = torch.nn.functional.dropout(out, p=dropout, training=True)
     return out
+
+
+def view_sampler(
+    x: Tensor, views: Tensor | None, *, noise_std: float, dropout: float
+) -> Callable[[Tensor], Tensor]:
+    """``idx -> augmented(x, idx, views, ...)`` with the per-dimension std computed once."""
+    feature_std = x.std(dim=0) if x.shape[0] > 1 else torch.zeros_like(x[0])
+
+    def view(idx: Tensor) -> Tensor:
+        return augmented(
+            x, idx, views, noise_std=noise_std, dropout=dropout, feature_std=feature_std
+        )
+
+    return view

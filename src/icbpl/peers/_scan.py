@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.peers._augment import augmented
+from icbpl.peers._augment import view_sampler
 from icbpl.peers._heads import MultiLinear, select_head
 from icbpl.peers._registry import PeerResult, register_peer, resolve_neighbours, to_result
 
@@ -186,12 +186,7 @@ def fit_scan(
         raise ValueError(f"feature_dropout={feature_dropout} should be in [0, 1)")
     nbrs = resolve_neighbours(X, neighbours, n_neighbours, default=20)
     n, d = X.shape
-    feature_std = X.std(dim=0) if n > 1 else torch.zeros_like(X[0])
-
-    def view(idx: Tensor) -> Tensor:
-        return augmented(
-            X, idx, views, noise_std=noise_std, dropout=feature_dropout, feature_std=feature_std
-        )
+    view = view_sampler(X, views, noise_std=noise_std, dropout=feature_dropout)
 
     heads = MultiLinear(n_heads, d, n_clusters, device=X.device)
     opt = torch.optim.Adam(heads.parameters(), lr=lr, weight_decay=weight_decay)

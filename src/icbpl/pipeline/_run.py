@@ -207,8 +207,7 @@ def run_cluster(
 
     with timed("write"):
         latent = model.transform(features).astype(np.float32)
-        clusters = model.labels_
-        scores = _cluster_scores(model, features, latent, clusters)
+        clusters, scores = _assign(model, features, latent, model.labels_)
         labels = source.labels
         paths = image_paths(source)
         write_assignments(
@@ -261,15 +260,18 @@ def run_cluster(
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
 
 
-def _cluster_scores(
-    model: ICBPL, features: np.ndarray, latent: np.ndarray, clusters: np.ndarray
-) -> np.ndarray:
-    """The ``score`` column: cosine of each latent to its cluster's centroid, or, after
-    self-labelling, the classifier's probability of the cluster (both: high is typical)."""
-    rows = np.arange(len(clusters))
-    if getattr(model, "classifier_", None) is not None:
-        return model.soft_assign(features)[rows, clusters]
-    return (latent @ model.centroids_.T)[rows, clusters]
+def _assign(
+    model: ICBPL, features: np.ndarray, latent: np.ndarray, clusters: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters (``clusters``, or the model's prediction) and the ``score`` column: cosine of
+    each latent to its cluster's centroid, or, after self-labelling, the classifier's
+    probability of the cluster (both: high is typical)."""
+    table = (
+        latent @ model.centroids_.T if model.classifier_ is None else model.soft_assign(features)
+    )
+    if clusters is None:
+        clusters = table.argmax(axis=1).astype(np.int64)
+    return clusters, table[np.arange(len(clusters)), clusters]
 
 
 # ------------------------------------------------------------------------------ predict
@@ -335,8 +337,7 @@ def predict_run(
     )
     stage("assign")
     features = np.array(fs.features, dtype=np.float32)
-    clusters = model.predict(features)
-    scores = _cluster_scores(model, features, model.transform(features), clusters)
+    clusters, scores = _assign(model, features, model.transform(features))
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_assignments(out, list(source.ids), image_paths(source), clusters, scores, source.labels)
