@@ -30,7 +30,9 @@ def test_config_checks_loss_weights() -> None:
 
 def test_config_checks_init() -> None:
     assert ClusterConfig(path="x", k=3).init == "random"  # older config.json files
-    with pytest.raises(PipelineError, match="init='spectral' should be 'random' or 'kmeans'"):
+    with pytest.raises(
+        PipelineError, match="init='spectral' should be one of random, kmeans, scan"
+    ):
         ClusterConfig(path="x", k=3, init="spectral").validate()
 
 
@@ -76,3 +78,19 @@ def test_include_hidden_reads_dot_files(folder: Path, tmp_path: Path) -> None:
     assert sum(summary["cluster_sizes"]) == 19 and not summary["skipped"]
     config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
     assert config["include_hidden"] is True
+
+
+@pytest.mark.filterwarnings("ignore:scan. .* clusters are empty:UserWarning")  # 18 tiny images
+def test_init_scan_end_to_end(folder: Path, tmp_path: Path) -> None:
+    """--init scan mines 20 neighbours (17 for 18 images) for SCAN; the kNN loss and
+    neighbours.npy keep the first --neighbours of them."""
+    import numpy as np
+
+    out = tmp_path / "out"
+    argv = ["cluster", folder, "--k", "3", "--out", out, "--cache-dir", tmp_path / "cache"]
+    code, _, err = run_main([*argv, "--init", "scan", "--neighbours", "3", *FAST])
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["init"] == "scan"
+    assert np.load(out / "neighbours.npy").shape == (18, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["cluster_sizes"]) == 18

@@ -210,3 +210,48 @@ def test_kmeans_warm_start_with_a_last_batch_of_one_sample() -> None:
     x, _ = make_blobs(201, n_features=8, centers=3, random_state=0)
     model = ICBPL(n_clusters=3, epochs=2, batch_size=100, init="kmeans", random_state=0).fit(x)
     assert model.labels_.shape == (201,) and len(model.history_) == 2
+
+
+def test_scan_warm_start_starts_from_scans_clustering_step(tmp_path: Path) -> None:
+    """init="scan": each head starts from the SCAN peer's clustering step (no self-labelling)
+    on the same features, views and every neighbour column given; the kNN loss keeps its first
+    n_neighbours columns."""
+    from icbpl.neighbours import mine_neighbours
+    from icbpl.peers import fit_peer
+
+    x, y = make_blobs(400, n_features=16, centers=4, cluster_std=2.0, random_state=1)
+    x = x.astype(np.float32)
+    rng = np.random.default_rng(0)
+    views = (x[None] + 0.3 * rng.standard_normal((2, *x.shape))).astype(np.float32)
+    nb = mine_neighbours(x, 10)
+    params = {"n_clusters": 4, "epochs": 3, "hidden": (32,), "latent_dim": 8, "batch_size": 64}
+    model = ICBPL(**params, n_neighbours=2, init="scan", init_epochs=2, n_heads=2, random_state=5)
+    model.fit(x, y, views=views, neighbours=nb)
+    assert model.neighbours_.shape == (400, 2)
+    np.testing.assert_array_equal(model.neighbours_, nb[:, :2])
+    assert len(model.init_metrics_) == 2
+    scan = fit_peer("scan", x, 4, neighbours=nb, views=views, seed=5, self_label=False)
+    assert model.init_metrics_[0] == evaluate(y, scan.labels)
+    assert evaluate(y, model.labels_)["acc"] >= 0.95
+    loaded = ICBPL.load(model.save(tmp_path / "m"))
+    assert loaded.init == "scan"
+    np.testing.assert_array_equal(loaded.predict(x), model.labels_)
+    with pytest.raises(ValueError, match="init='spectral'; expected one of random, kmeans, scan"):
+        ICBPL(n_clusters=4, init="spectral", **FAST).fit(_blobs()[0])
+    with pytest.raises(ValueError, match="init_epochs=0"):
+        ICBPL(n_clusters=4, init="scan", init_epochs=0, **FAST).fit(_blobs()[0])
+
+
+def test_scan_warm_start_mines_its_own_neighbours() -> None:
+    """Without given neighbours, 20 are mined once: SCAN takes all, the kNN loss the first 2."""
+    x, y = _blobs()
+    model = ICBPL(n_clusters=4, init="scan", init_epochs=1, **FAST).fit(x, y)
+    assert model.neighbours_.shape == (300, 2)
+    assert len(model.init_metrics_) == 1 and model.init_metrics_[0]["acc"] > 0.9
+
+
+def test_pipeline_knows_the_estimators_inits() -> None:
+    from icbpl.estimator import INITS
+    from icbpl.pipeline import _config
+
+    assert _config.INITS == INITS

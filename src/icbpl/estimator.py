@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from icbpl.head import ProjectionHead
 from icbpl.metrics import evaluate
+from icbpl.neighbours import mine_neighbours
 from icbpl.objective import LossWeights
 from icbpl.pedcc import make_pedcc
 from icbpl.selflabel import self_label
@@ -26,6 +27,9 @@ from icbpl.validation import check_features, check_fit_inputs
 __all__ = ["ICBPL"]
 
 logger = logging.getLogger(__name__)
+
+INITS = ("random", "kmeans", "scan")
+"""The starts of the head ``ICBPL(init=...)`` accepts."""
 _FORMAT_VERSION = 1
 
 
@@ -62,7 +66,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             paper): k-means on the L2-normalised features (one run per head, seeded like the
             head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the latents
             towards them before the ICBPL epochs. It keeps ICBPL from collapsing onto few
-            clusters when k is large (e.g. k = 200, see docs/BENCHMARKS.md).
+            clusters when k is large (e.g. k = 200, see docs/BENCHMARKS.md). ``"scan"`` (beyond
+            the paper): the same warm start from SCAN's clustering step instead (the SCAN
+            peer's defaults without its self-labelling, on the same features, views and all the
+            neighbour columns given to ``fit``, 20 mined if none); ICBPL then refines that
+            partition. On CIFAR-10 it beat SCAN with self-labelling (docs/BENCHMARKS.md).
+            Costs one SCAN clustering step per head.
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
@@ -75,6 +84,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``,
     ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head),
     ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
+    ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
     ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after).
     """
 
@@ -143,7 +153,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             refresh_every=int(self.refresh_every),
             min_distance_warmup=int(self.min_distance_warmup),
             feature_power=float(self.feature_power),
-            init_epochs=int(self.init_epochs) if self.init == "kmeans" else 0,
+            init_epochs=int(self.init_epochs) if self.init != "random" else 0,
             seed=0 if self.random_state is None else int(self.random_state),
         )
 
@@ -163,10 +173,23 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 never influence training or the choice of epoch.
             views: optional features of augmented views, (V, N, D) or (N, D).
             neighbours: optional (N, K) neighbour indices; mined by cosine from ``X`` if omitted.
+                The first ``n_neighbours`` columns feed the kNN loss; ``init="scan"`` gives
+                all K to SCAN's clustering step.
         """
-        x, v, nb, labels = check_fit_inputs(
-            X, y, views, neighbours, n_clusters=self.n_clusters, n_neighbours=self.n_neighbours
+        x, v, nb_all, labels = check_fit_inputs(
+            X,
+            y,
+            views,
+            neighbours,
+            n_clusters=self.n_clusters,
+            n_neighbours=self.n_neighbours,
+            keep_all=True,
         )
+        k_nb = int(self.n_neighbours)
+        if nb_all is None and self.init == "scan":
+            # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
+            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1))
+        nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         config = self._config()
         if config.latent_dim < 2:
             raise ValueError(f"latent_dim={config.latent_dim} should be >= 2")
@@ -178,22 +201,23 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         vt = torch.from_numpy(v).to(device) if v is not None else None
         if not isinstance(self.n_heads, int | np.integer) or self.n_heads < 1:
             raise ValueError(f"n_heads={self.n_heads!r} should be an integer >= 1")
-        if self.init not in ("random", "kmeans"):
-            raise ValueError(f"init={self.init!r}; expected 'random' or 'kmeans'")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r}; expected one of {', '.join(INITS)}")
         if not isinstance(self.self_label_epochs, int | np.integer) or self.self_label_epochs < 0:
             raise ValueError(
                 f"self_label_epochs={self.self_label_epochs!r} should be an integer >= 0"
             )
-        if self.init == "kmeans" and (
+        if self.init != "random" and (
             not isinstance(self.init_epochs, int | np.integer) or self.init_epochs < 1
         ):
             raise ValueError(f"init_epochs={self.init_epochs!r} should be an integer >= 1")
         results = []
+        self.init_metrics_: list[dict[str, float]] = []
         for h in range(int(self.n_heads)):
             cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
-            targets = (
-                _kmeans_targets(x, config.n_clusters, cfg_h.seed) if self.init == "kmeans" else None
-            )
+            targets = _init_targets(self.init, x, v, nb_all, config.n_clusters, cfg_h.seed)
+            if targets is not None and labels is not None:
+                self.init_metrics_.append(evaluate(labels, targets))
             res = train_head(
                 xt,
                 centroids.to(device),
@@ -364,11 +388,31 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         return model
 
 
-def _kmeans_targets(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Labels of one k-means++ run on the L2-normalised rows of ``x`` (the k-means peer)."""
+def _init_targets(
+    init: str,
+    x: np.ndarray,
+    views: np.ndarray | None,
+    neighbours: np.ndarray | None,
+    k: int,
+    seed: int,
+) -> np.ndarray | None:
+    """The warm start's target cluster of every sample (``None`` for ``init="random"``).
+
+    ``"kmeans"``: one k-means++ run on the L2-normalised rows (the k-means peer).
+    ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's defaults:
+    10 linear heads, the one with the lowest SCAN loss kept) on the same features, views and
+    neighbours (all columns given; 20 mined by cosine if none).
+    """
     from icbpl.peers import fit_peer
 
-    return fit_peer("kmeans", x, k, seed=seed % (2**32), n_init=1, max_iter=100).labels
+    if init == "kmeans":
+        return fit_peer("kmeans", x, k, seed=seed % (2**32), n_init=1, max_iter=100).labels
+    if init == "scan":
+        logger.info("warm start: SCAN's clustering step (10 linear heads)")
+        return fit_peer(
+            "scan", x, k, neighbours=neighbours, views=views, seed=seed % (2**32), self_label=False
+        ).labels
+    return None
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

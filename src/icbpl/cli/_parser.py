@@ -236,9 +236,10 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     )
     p.add_argument(
         "--init",
-        choices=("random", "kmeans"),
-        help="start of the head: random (the paper, default) or a k-means partition (for many "
-        "clusters, e.g. k >= 50)",
+        choices=("random", "kmeans", "scan"),
+        help="start of the head: random (the paper, default), a k-means partition (for many "
+        "clusters, e.g. k >= 50), or SCAN's clustering step, which ICBPL then refines (beyond "
+        "the paper; best on CIFAR-10, see docs/BENCHMARKS.md)",
     )
     p.add_argument(
         "--heads",

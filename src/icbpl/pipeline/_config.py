@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+INITS = ("random", "kmeans", "scan")  # the same as icbpl.estimator.INITS (a test checks)
+
 __all__ = ["CONFIG_FORMAT", "CONFIG_VERSION", "ClusterConfig", "PipelineError"]
 
 CONFIG_FORMAT = "icbpl.cluster"
@@ -57,7 +59,9 @@ class ClusterConfig:
             ``batch_size``).
         init: ``"random"`` (the paper) or ``"kmeans"``: the head starts from a k-means partition
             of the features (beyond the paper; use it for many clusters, e.g. k >= 50, where a
-            random head collapses onto a few clusters).
+            random head collapses onto a few clusters); ``"scan"``: from SCAN's clustering
+            step on the same features, views and 20 neighbours (beyond the paper; ICBPL then
+            refines it; see `icbpl.estimator.ICBPL`).
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
             by default).
         n_heads: train this many heads from different seeds and keep the one with the best
@@ -142,8 +146,8 @@ class ClusterConfig:
             raise PipelineError(f"input_size={self.input_size} should be >= 8 pixels")
         if not isinstance(self.include_hidden, bool):
             raise PipelineError(f"include_hidden={self.include_hidden!r} should be true or false")
-        if self.init not in ("random", "kmeans"):
-            raise PipelineError(f"init={self.init!r} should be 'random' or 'kmeans'")
+        if self.init not in INITS:
+            raise PipelineError(f"init={self.init!r} should be one of {', '.join(INITS)}")
         if len(self.loss_weights) not in (4, 5) or min(self.loss_weights) < 0:
             raise PipelineError(
                 f"loss_weights={self.loss_weights} should be 4 or 5 numbers >= 0 (MMD, "

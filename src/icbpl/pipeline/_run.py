@@ -176,10 +176,10 @@ def run_cluster(
             config.n_neighbours,
         )
 
+    # init="scan": SCAN's clustering step takes 20 neighbours; the kNN loss its first n_neighbours
+    n_mine = min(max(20, n_neighbours), n - 1) if config.init == "scan" else n_neighbours
     with timed("neighbours"):
-        neighbours = (
-            mine_neighbours(features, n_neighbours, progress=progress) if n_neighbours else None
-        )
+        neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
 
     with timed("train"):
         device = resolve_device(config.device)
@@ -214,8 +214,8 @@ def run_cluster(
             out / "assignments.csv", list(source.ids), paths, clusters, scores, labels
         )
         np.save(out / "latent.npy", latent)
-        if neighbours is not None:
-            np.save(out / "neighbours.npy", neighbours.astype(np.int64))
+        if neighbours is not None and n_neighbours:
+            np.save(out / "neighbours.npy", neighbours[:, :n_neighbours].astype(np.int64))
         model.save(out / "model")
         write_json(
             out / "config.json",
