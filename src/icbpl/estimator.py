@@ -70,8 +70,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             the paper): the same warm start from SCAN's clustering step instead (the SCAN
             peer's defaults without its self-labelling, on the same features, views and all the
             neighbour columns given to ``fit``, 20 mined if none); ICBPL then refines that
-            partition. On CIFAR-10 it beat SCAN with self-labelling (docs/BENCHMARKS.md).
-            Costs one SCAN clustering step per head.
+            partition. On CIFAR-10: level with SCAN on ACC, above it on NMI and ARI
+            (docs/BENCHMARKS.md). Costs one SCAN clustering step per head.
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
