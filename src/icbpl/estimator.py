@@ -185,11 +185,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             n_neighbours=self.n_neighbours,
             keep_all=True,
         )
-        k_nb = int(self.n_neighbours)
-        if nb_all is None and self.init == "scan":
-            # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
-            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1))
-        nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         config = self._config()
         if config.latent_dim < 2:
             raise ValueError(f"latent_dim={config.latent_dim} should be >= 2")
@@ -211,6 +206,11 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             not isinstance(self.init_epochs, int | np.integer) or self.init_epochs < 1
         ):
             raise ValueError(f"init_epochs={self.init_epochs!r} should be an integer >= 1")
+        k_nb = int(self.n_neighbours)
+        if nb_all is None and self.init == "scan":
+            # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
+            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1))
+        nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         results = []
         self.init_metrics_: list[dict[str, float]] = []
         for h in range(int(self.n_heads)):
