@@ -277,3 +277,25 @@ def test_plan_ours_is_a_separate_fit_for_the_additions_row(tmp_path: Path) -> No
     assert row.values["epoch"] <= 2  # the separate fit's 2 epochs, not the paper row's 3
     md = (tmp_path / "out" / "table11-quick.md").read_text()
     assert "ICBPL + ours: a separate fit with" in md and "init kmeans" in md
+
+
+def test_plan_ours_with_the_scan_start_gets_every_mined_neighbour_and_its_own_heads(
+    tmp_path: Path,
+) -> None:
+    ours = {"init": "scan", "init_epochs": 1, "n_heads": 1}
+    ctx = _context(tmp_path)
+    ctx.settings = dataclasses.replace(
+        SETTINGS, table11=(Plan("tiny", ICBPL_KW, {}, ours=ours),), table11_seeds=(0,)
+    )
+    (log,) = run_experiment("table11", ctx)[0]
+    row = next(r for r in log.runs if r.method == "ICBPL + ours")
+    data = _blobs()
+    nb = mine_neighbours(data.features - data.features.mean(0), 5)
+    # all 5 mined columns feed SCAN's start (the kNN loss takes the first 4); one head
+    model = ICBPL(3, random_state=0, **ICBPL_KW, init="scan", init_epochs=1, n_heads=1)
+    model.fit(data.features, views=data.views, neighbours=nb)
+    assert len(model.heads_) == 1
+    assert row.values["ari"] == pytest.approx(evaluate(data.labels, model.labels_)["ari"])
+    assert row.values["score"] == pytest.approx(model.heads_[0]["score"])
+    md = (tmp_path / "out" / "table11-quick.md").read_text()
+    assert "init scan, init_epochs 2" not in md and "init scan, init_epochs 1, one head" in md

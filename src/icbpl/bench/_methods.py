@@ -67,7 +67,9 @@ def fit_icbpl(
 ) -> tuple[IcbplRun, ICBPL | None]:
     """Fit `icbpl.ICBPL` (``kwargs`` + ``n_clusters``, ``random_state=seed``, ``n_heads``).
 
-    Neighbours are the first ``kwargs["n_neighbours"]`` (default 4) of the dataset's shared list.
+    Neighbours are the first ``kwargs["n_neighbours"]`` (default 4) of the dataset's shared list;
+    with ``init="scan"`` all its columns (SCAN's warm start uses them all, the kNN loss the first
+    ``n_neighbours``).
     Runs are memoised in the context by (dataset, all ICBPL parameters) unless ``keep_model``,
     so that ablations sharing a configuration train it once; the model is returned only with
     ``keep_model``.
@@ -79,7 +81,7 @@ def fit_icbpl(
     key = ("icbpl", data.name, json.dumps(params, sort_keys=True, default=str))
     if not keep_model and key in context.memo:
         return context.memo[key], None
-    k = int(model.n_neighbours)
+    k = context.settings.n_mined if model.init == "scan" else int(model.n_neighbours)
     t = time.perf_counter()
     model.fit(
         data.features, data.labels, views=data.views, neighbours=_neighbours(context, data, k)
