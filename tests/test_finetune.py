@@ -19,6 +19,7 @@ import icbpl.finetune as finetune_mod
 from icbpl.encoders.cifar_resnet import CifarResNetEncoder, resnet_cifar_tiny
 from icbpl.finetune import FinetuneResult, finetune
 from icbpl.metrics import evaluate
+from icbpl.objective import LossWeights
 
 
 def _images(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -178,6 +179,8 @@ def test_validation_messages() -> None:
         _run("frozen", neighbours_per_step=5)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         _run("frozen", resume=True)
+    with pytest.raises(ValueError, match=r"weights.assignment=2.0 is not supported"):
+        _run("frozen", weights=LossWeights(assignment=2.0))
 
 
 def test_result_save(tmp_path: Path) -> None:

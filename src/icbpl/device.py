@@ -28,6 +28,7 @@ __all__ = [
     "cpu_threads",
     "resolve_device",
     "resolve_precision",
+    "seeded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,3 +169,12 @@ def cpu_threads(n: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators for the block and restore the caller's state after."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icbpl.device import seeded
 from icbpl.peers._augment import view_sampler
 from icbpl.peers._heads import MultiLinear
-from icbpl.peers._registry import _seeded
 from icbpl.peers._scan import self_label_head
 
 __all__ = ["SelfLabelResult", "self_label"]
@@ -93,7 +93,7 @@ def self_label(
     v = None if views is None else torch.as_tensor(np.asarray(views, np.float32), device=x.device)
     view = view_sampler(x, v, noise_std=noise_std, dropout=feature_dropout)
 
-    with _seeded(int(seed), x.device):
+    with seeded(int(seed), x.device):
         head = MultiLinear(1, d, n_clusters, device=x.device)
         opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
         bs = min(distil_batch_size, n)

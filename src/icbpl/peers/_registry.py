@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from icbpl.device import seeded
 from icbpl.neighbours import mine_neighbours
 
 __all__ = ["PeerResult", "fit_peer", "list_peers", "register_peer"]
@@ -148,15 +148,6 @@ def _check_inputs(
     return x, nb, v
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators for the block and restore the caller's state after."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def resolve_neighbours(
     x: Tensor, neighbours: Tensor | None, n_neighbours: int | None, default: int
 ) -> Tensor:
@@ -222,7 +213,7 @@ def fit_peer(
         )
     x, nb, v = _check_inputs(X, n_clusters, neighbours, views, seed, device)
     start = time.perf_counter()
-    with _seeded(int(seed), x.device):
+    with seeded(int(seed), x.device):
         result = fn(x, int(n_clusters), neighbours=nb, views=v, seed=int(seed), **kwargs)
     elapsed = time.perf_counter() - start
     info = {"method": name, "seed": int(seed), "n_clusters": int(n_clusters)}
