@@ -118,6 +118,30 @@ def test_epoch_progress_takes_its_total_from_the_training_start_record() -> None
     bar.close()
 
 
+def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs() -> None:
+    import logging
+
+    from icbpl import ICBPL
+    from icbpl.cli._common import EpochProgress
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(3, 8))[np.repeat(np.arange(3), 40)] * 3).astype(np.float32)
+    x += rng.normal(size=x.shape).astype(np.float32)
+    bar = EpochProgress(None, disable=False)
+    log = logging.getLogger("icbpl.training")
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(bar)
+    try:
+        ICBPL(3, epochs=4, batch_size=40, self_label_epochs=3, random_state=0).fit(x)
+    finally:
+        log.removeHandler(bar)
+        log.setLevel(level)
+    assert (bar.bar.n, bar.bar.total) == (4 + 3, 4 + 3)
+    assert bar.bar.desc.startswith("self-labelling")
+    bar.close()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -250,14 +250,22 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.self_label_: dict[str, Any] | None = None
         self.labels_ = self.predict(x)
         if self.self_label_epochs:
+            epochs = int(self.self_label_epochs)
+            train_log = logging.getLogger("icbpl.training")
+            train_log.info("self-labelling %d epochs on %d samples", epochs, len(x))
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                train_log.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+
             sl = self_label(
                 x,
                 self.labels_,
                 config.n_clusters,
                 views=v,
-                epochs=int(self.self_label_epochs),
+                epochs=epochs,
                 seed=config.seed,
                 device=device,
+                on_epoch=on_epoch,
             )
             self.self_label_ = dict(sl.info)
             if labels is not None:

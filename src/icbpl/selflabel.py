@@ -11,6 +11,7 @@ with class-balanced weights. SCAN and SPICE use this step after their clustering
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ def self_label(
     feature_dropout: float = 0.1,
     seed: int = 0,
     device: str | torch.device | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> SelfLabelResult:
     """Distil ``labels`` into a linear classifier on ``X``, then self-label it (SCAN's step).
 
@@ -82,6 +84,7 @@ def self_label(
         threshold, class_balance: SCAN's confidence threshold (0.99) and class balancing.
         seed: seeds every random choice; equal seeds give equal results on the CPU.
         device: where to compute (default CPU).
+        on_epoch: called after each self-labelling epoch with (epoch, 1-based; mean loss).
     """
     x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
     n, d = x.shape
@@ -116,6 +119,7 @@ def self_label(
             weight_decay=weight_decay,
             threshold=threshold,
             class_balance=class_balance,
+            on_epoch=on_epoch,
         )
         with torch.no_grad():
             probs = torch.cat([head(x[i : i + 8192])[0] for i in range(0, n, 8192)]).softmax(-1)

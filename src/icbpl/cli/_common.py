@@ -117,7 +117,8 @@ def log_file(path: Path, *, verbose: bool) -> Iterator[None]:
 
 class EpochProgress(logging.Handler):
     """A tqdm bar over training epochs, fed by the ``"epoch N: ..."`` records of
-    ``icbpl.training`` (the estimator logs each epoch; it has no callback argument)."""
+    ``icbpl.training`` (the estimator logs each epoch; it has no callback argument), and over the
+    self-labelling epochs that follow (``"self-labelling epoch N/E: ..."``)."""
 
     def __init__(self, epochs: int | None, *, disable: bool) -> None:
         super().__init__(logging.INFO)
@@ -130,10 +131,18 @@ class EpochProgress(logging.Handler):
         epochs to the total."""
         if not isinstance(record.msg, str):
             return
-        if record.msg.startswith("training %d epochs") and isinstance(record.args, tuple):
-            # one record per head: the total grows by each head's epochs
+        starts = record.msg.startswith(("training %d epochs", "self-labelling %d epochs"))
+        if starts and isinstance(record.args, tuple):
+            # one record per head (and one for self-labelling): the total grows by its epochs
             self.bar.total = self.bar.n + record.args[0]
+            if record.msg.startswith("self-labelling"):
+                self.bar.set_description("self-labelling", refresh=False)
             self.bar.refresh()
+        elif record.msg.startswith("self-labelling epoch "):
+            args = record.args if isinstance(record.args, tuple) else ()
+            if len(args) >= 3:
+                self.bar.set_postfix(loss=f"{args[2]:.3f}", refresh=False)
+            self.bar.update(1)
         elif record.msg.startswith("epoch ") and record.args:
             args = record.args if isinstance(record.args, tuple) else ()
             if len(args) >= 3:

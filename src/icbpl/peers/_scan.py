@@ -106,20 +106,23 @@ def self_label_head(
     weight_decay: float = 1e-4,
     threshold: float = 0.99,
     class_balance: bool = True,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> None:
     """SCAN's self-labelling step (section 2.3) on a one-head ``head``, in place.
 
     Each step takes a batch of ``batch_size`` samples, labels the confident ones by the head's own
     prediction on the clean features ``X[idx]`` (the weak view) and trains the head with
     :func:`scan_self_label_loss` on ``view(idx)`` (the strong view), with Adam. Uses torch's
-    global RNG (seed it around the call).
+    global RNG (seed it around the call). ``on_epoch(epoch, mean loss)`` is called after each
+    epoch (1-based), e.g. for a progress bar.
     """
     n = X.shape[0]
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     bs = min(batch_size, n)
     steps = math.ceil(n / bs)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, device=X.device)
+        total = X.new_zeros(())
         for s in range(steps):
             idx = perm[s * bs : (s + 1) * bs]
             with torch.no_grad():
@@ -128,6 +131,9 @@ def self_label_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            total += loss.detach()
+        if on_epoch is not None:
+            on_epoch(epoch, float(total) / steps)
 
 
 @register_peer("scan")
