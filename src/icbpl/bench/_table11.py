@@ -11,6 +11,8 @@ so an interrupted run has the first seeds of every dataset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from icbpl.bench._context import BenchContext
 from icbpl.bench._data import DatasetUnavailable
@@ -30,14 +32,20 @@ PAPER_ROW = "ICBPL (paper: one head)"
 OURS_ROW = "ICBPL + ours"
 
 
+def _ours_fit(ours: Mapping[str, Any], n_heads: int) -> tuple[dict[str, Any], int]:
+    """The plan's ``ours`` settings without ``n_heads``, and the head count (its own or the
+    settings' ``n_heads``)."""
+    kwargs = dict(ours)
+    return kwargs, int(kwargs.pop("n_heads", n_heads))
+
+
 def _ours_note(plan: Plan, n_heads: int) -> str:
     if plan.ours is None:
         return (
             f"ICBPL + ours: the best of that fit's {n_heads} heads by the label-free score "
             "(head 0 is the one-head row)"
         )
-    ours = dict(plan.ours)
-    heads = int(ours.pop("n_heads", n_heads))
+    ours, heads = _ours_fit(plan.ours, n_heads)
     pick = f", the best of {heads} heads by the label-free score" if heads > 1 else ", one head"
     return f"ICBPL + ours: a separate fit with {describe(ours)}{pick} (the other settings as above)"
 
@@ -99,8 +107,7 @@ def run_table11(context: BenchContext) -> list[ResultLog]:
                 run, _ = fit_icbpl(context, data, plan.icbpl, seed, n_heads=s.n_heads)
                 log.add(plan.dataset, PAPER_ROW, seed, run.first_head)
                 if plan.ours is not None:
-                    kwargs = {**plan.icbpl, **plan.ours}
-                    heads = int(kwargs.pop("n_heads", s.n_heads))
+                    kwargs, heads = _ours_fit({**plan.icbpl, **plan.ours}, s.n_heads)
                     ours, _ = fit_icbpl(context, data, kwargs, seed, n_heads=heads)
                     log.add(plan.dataset, OURS_ROW, seed, ours.selected)
                 else:

@@ -131,7 +131,8 @@ def self_label_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach()
+            if on_epoch is not None:
+                total += loss.detach()
         if on_epoch is not None:
             on_epoch(epoch, float(total) / steps)
 
