@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from icbpl._atomic import atomic_write_bytes, atomic_write_text
+from icbpl._params import INITS, validate_params
 from icbpl.head import ProjectionHead
 from icbpl.metrics import evaluate
 from icbpl.neighbours import mine_neighbours
@@ -24,12 +26,10 @@ from icbpl.selflabel import self_label
 from icbpl.training import EpochRecord, TrainConfig, train_head
 from icbpl.validation import check_features, check_fit_inputs
 
-__all__ = ["ICBPL"]
+__all__ = ["ICBPL", "INITS"]
 
 logger = logging.getLogger(__name__)
 
-INITS = ("random", "kmeans", "scan")
-"""The starts of the head ``ICBPL(init=...)`` accepts."""
 _FORMAT_VERSION = 1
 
 
@@ -134,11 +134,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def _config(self) -> TrainConfig:
         weights = tuple(float(w) for w in self.loss_weights)
-        if len(weights) not in (4, 5) or min(weights) < 0:
-            raise ValueError(
-                f"loss_weights={tuple(self.loss_weights)} should be 4 or 5 numbers >= 0 (mmd, "
-                "augmentation, neighbour, min_distance[, assignment])"
-            )
         return TrainConfig(
             n_clusters=int(self.n_clusters),
             latent_dim=int(self.latent_dim),
@@ -176,6 +171,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 The first ``n_neighbours`` columns feed the kNN loss; ``init="scan"`` gives
                 all K to SCAN's clustering step.
         """
+        validate_params(self.get_params())
         x, v, nb_all, labels = check_fit_inputs(
             X,
             y,
@@ -186,26 +182,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             keep_all=True,
         )
         config = self._config()
-        if config.latent_dim < 2:
-            raise ValueError(f"latent_dim={config.latent_dim} should be >= 2")
         device = torch.device(self.device or "cpu")
         centroids = torch.from_numpy(
             make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
         ).float()
         xt = torch.from_numpy(x).to(device)
         vt = torch.from_numpy(v).to(device) if v is not None else None
-        if not isinstance(self.n_heads, int | np.integer) or self.n_heads < 1:
-            raise ValueError(f"n_heads={self.n_heads!r} should be an integer >= 1")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r}; expected one of {', '.join(INITS)}")
-        if not isinstance(self.self_label_epochs, int | np.integer) or self.self_label_epochs < 0:
-            raise ValueError(
-                f"self_label_epochs={self.self_label_epochs!r} should be an integer >= 0"
-            )
-        if self.init != "random" and (
-            not isinstance(self.init_epochs, int | np.integer) or self.init_epochs < 1
-        ):
-            raise ValueError(f"init_epochs={self.init_epochs!r} should be an integer >= 1")
         k_nb = int(self.n_neighbours)
         if nb_all is None and self.init == "scan":
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
@@ -332,7 +314,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
-        """Write ``model.safetensors`` (head + PEDCC) and ``config.json`` into folder ``path``."""
+        """Write ``model.safetensors`` (head + PEDCC) and ``config.json`` into folder ``path``
+        (each file atomically)."""
         check_is_fitted(self, "head_")
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -342,19 +325,28 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             weight, bias = self.classifier_
             tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
             tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
-        save_file(tensors, str(folder / "model.safetensors"))
+        atomic_write_bytes(folder / "model.safetensors", save(tensors))
         meta = {
             "format_version": _FORMAT_VERSION,
             "params": _jsonable(self.get_params()),
             "n_features_in": int(self.n_features_in_),
             "best_epoch": int(self.best_epoch_),
         }
-        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        atomic_write_text(folder / "config.json", json.dumps(meta, indent=2))
         return folder
 
     @classmethod
     def load(cls, path: str | Path) -> ICBPL:
-        """Load a model written by :meth:`save` (no pickle is involved)."""
+        """Load a model written by :meth:`save` (no pickle is involved).
+
+        Every field of ``config.json`` is checked with the constraints of ``__init__``
+        (`icbpl._params.PARAMETER_CONSTRAINTS`), and every tensor for its shape and for NaN or
+        inf; the error names the offending field or tensor.
+
+        Raises:
+            FileNotFoundError: ``path`` holds no saved model.
+            ValueError: a field or tensor that is missing, unknown, out of range or not finite.
+        """
         folder = Path(path)
         cfg_file, weights_file = folder / "config.json", folder / "model.safetensors"
         if not cfg_file.is_file() or not weights_file.is_file():
@@ -362,24 +354,27 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 f"{folder} is not a saved ICBPL model: expected config.json and "
                 "model.safetensors written by ICBPL.save()"
             )
-        meta = json.loads(cfg_file.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{cfg_file} has format_version={meta.get('format_version')}, "
-                f"this icbpl reads {_FORMAT_VERSION}"
-            )
-        params = meta["params"]
+        meta = _read_meta(cfg_file, cls().get_params())
+        params = dict(meta["params"])
         params["hidden"] = tuple(params["hidden"])
         params["loss_weights"] = tuple(params["loss_weights"])
         model = cls(**params)
-        tensors = load_file(str(weights_file))
+        try:
+            tensors = load_file(str(weights_file))
+        except Exception as err:
+            raise ValueError(f"{weights_file} cannot be read as safetensors: {err}") from None
+        _check_tensors(weights_file, tensors, meta)
         head = ProjectionHead(
-            meta["n_features_in"],
-            params["hidden"],
-            params["latent_dim"],
-            params.get("feature_power", 1.0),
+            meta["n_features_in"], params["hidden"], params["latent_dim"], params["feature_power"]
         )
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{weights_file}: the head's tensors do not match config.json "
+                f"({' '.join(str(err).split())[:300]})"
+            ) from None
         head.eval()
         model.head_ = head
         model.centroids_ = tensors["centroids"].numpy()
@@ -394,6 +389,68 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         model.history_ = []
         model.heads_ = []
         return model
+
+
+_META_FIELDS = ("format_version", "params", "n_features_in", "best_epoch")
+
+
+def _read_meta(cfg_file: Path, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``config.json`` of a saved model, every field checked (the message names the field);
+    parameters it lacks (saved by an older icbpl) take their ``defaults``."""
+    try:
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{cfg_file} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{cfg_file} should hold a JSON object, got {type(meta).__name__}")
+    if meta.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(
+            f"{cfg_file} has format_version={meta.get('format_version')!r}, "
+            f"this icbpl reads {_FORMAT_VERSION}"
+        )
+    unknown = sorted(set(meta) - set(_META_FIELDS))
+    missing = [f for f in _META_FIELDS if f not in meta]
+    if unknown or missing:
+        raise ValueError(f"{cfg_file}: unknown field(s) {unknown}, missing field(s) {missing}")
+    if not isinstance(meta["params"], dict):
+        raise ValueError(f"{cfg_file}: params should be a JSON object")
+    validate_params(meta["params"], where=f"{cfg_file}: params", complete=False)
+    meta["params"] = {**defaults, **meta["params"]}
+    validate_params(meta["params"], where=f"{cfg_file}: params")
+    for name in ("n_features_in", "best_epoch"):
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{cfg_file}: {name}={value!r} should be an integer >= 1")
+    if meta["best_epoch"] > meta["params"]["epochs"]:
+        raise ValueError(
+            f"{cfg_file}: best_epoch={meta['best_epoch']} should be <= "
+            f"epochs={meta['params']['epochs']}"
+        )
+    return meta
+
+
+def _check_tensors(
+    weights_file: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Shapes of the PEDCC points and classifier, and finiteness of every tensor."""
+    params = meta["params"]
+    k, d, n_in = params["n_clusters"], params["latent_dim"], meta["n_features_in"]
+    shapes: dict[str, tuple[int, ...]] = {"centroids": (k, d)}
+    if "classifier.weight" in tensors or "classifier.bias" in tensors:
+        shapes.update({"classifier.weight": (n_in, k), "classifier.bias": (k,)})
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise ValueError(f"{weights_file} lacks the tensor {name!r}")
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(
+                f"{weights_file}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"config.json implies {shape}"
+            )
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{weights_file}: tensor {name!r} holds NaN or inf; re-train the model"
+            )
 
 
 def _init_targets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -91,4 +92,23 @@ def check_fit_inputs(
         labels = np.asarray(y)
         if labels.shape != (n,):
             raise ValueError(f"y should have shape ({n},), got {labels.shape}")
+        labels = _integer_labels(labels)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"y of dtype {labels.dtype} should hold integer class labels (Unknown label "
+                "type; y only scores history_); encode them first, e.g. with "
+                "sklearn.preprocessing.LabelEncoder"
+            )
     return x, v, nb, labels
+
+
+def _integer_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as int64 when they are whole numbers (also as floats or objects), else as is."""
+    if labels.dtype == object and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in labels
+    ):
+        return labels.astype(np.int64)
+    if np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all():
+        if (labels == np.round(labels)).all():
+            return labels.astype(np.int64)
+    return labels
