@@ -169,10 +169,14 @@ def test_rerun_into_a_results_folder_replaces_it(run: dict[str, object], tmp_pat
     target = tmp_path / "target"
     code, _, err = run_main(["cluster", "--config", out, "--out", target, "--k", "2", "-q"])
     assert code == 0, err
-    (target / "report.html").write_text("stale")
+    assert run_main(["report", target, "--map", "pca"])[0] == 0  # listed in the manifest
+    (target / "notes.txt").write_text("mine")
     code, _, err = run_main(["cluster", "--config", out, "--out", target, "-q"])
+    assert code == 1 and "pass --overwrite" in err
+    code, _, err = run_main(["cluster", "--config", out, "--out", target, "-q", "--overwrite"])
     assert code == 0, err
-    assert not (target / "report.html").exists()
+    assert not (target / "report.html").exists() and not (target / "map.png").exists()
+    assert (target / "notes.txt").read_text() == "mine"  # not icbpl's: kept
     assert json.loads((target / "summary.json").read_text())["n_clusters"] == 3
 
 

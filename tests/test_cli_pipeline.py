@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from icbpl.digits import _affine, digits_views, load_digits_data
-from icbpl.pipeline import ClusterConfig, PipelineError, prepare_out_dir, write_assignments
+from icbpl.pipeline import ClusterConfig, PipelineError, write_assignments
 
 
 # ------------------------------------------------------------------------------ digits
@@ -159,20 +159,6 @@ def test_config_validate(changes: dict[str, object], message: str) -> None:
     config = ClusterConfig(**{"path": "x", "k": 3, **changes})  # type: ignore[arg-type]
     with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
         config.validate()
-
-
-def test_prepare_out_dir_clears_only_run_outputs(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    (out / "model").mkdir(parents=True)
-    (out / "summary.json").write_text("{}")
-    (out / "notes.md").write_text("mine")
-    prepare_out_dir(out)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
-    with pytest.raises(PipelineError, match="non-empty folder"):
-        prepare_out_dir(out)  # notes.md alone is not a results folder
-    (tmp_path / "file").write_text("")
-    with pytest.raises(PipelineError, match="is a file"):
-        prepare_out_dir(tmp_path / "file")
 
 
 def test_write_assignments(tmp_path: Path) -> None:

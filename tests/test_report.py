@@ -60,7 +60,7 @@ def make_results(
             v = centre + 0.1 * rng.normal(size=8)
             latent.append(v / np.linalg.norm(v))
             row = {
-                "id": p.name,
+                "id": p.relative_to(img_dir).as_posix(),
                 "path": str(p) if paths else "",
                 "cluster": c,
                 "score": round(1.0 - 0.1 * j, 3),

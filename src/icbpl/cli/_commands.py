@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,37 +188,36 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
 def cmd_cluster(args: argparse.Namespace) -> int:
     """``icbpl cluster``: run the pipeline and write a results folder.
 
-    A results folder this command created is removed again when the run fails before writing
-    any result (it would hold only a log repeating the error that was printed).
+    Everything, ``log.txt`` and the report included, is written into a staging folder beside
+    ``--out`` that replaces it only once the run has finished (`icbpl.pipeline.ResultsFolder`):
+    a failed or interrupted run leaves the previous results as they were.
     """
-    from icbpl.pipeline import prepare_out_dir
+    from icbpl.pipeline import ResultsFolder
 
     config = _cluster_config(args)
     config.validate()
     out = Path(args.out) if args.out else Path(f"{Path(config.path).name or 'images'}-icbpl")
-    created = not out.exists()
-    prepare_out_dir(out)
-    try:
+    with ResultsFolder(out, overwrite=args.overwrite) as staging:
         with cpu_threads(args.threads):
-            run, report_path = _run_and_report(args, config, out)
-    except BaseException:
-        if created and {p.name for p in out.iterdir()} <= {"log.txt"}:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    _print_cluster_run(run.summary, out, report_path)
+            run, report_path = _run_and_report(args, config, staging)
+    _print_cluster_run(run.summary, out, out / "report.html" if report_path else None)
     return 0
 
 
-def _run_and_report(args: argparse.Namespace, config: Any, out: Path) -> tuple[Any, Path | None]:
-    from icbpl.pipeline import run_cluster, source_loader
+def _run_and_report(args: argparse.Namespace, config: Any, folder: Path) -> tuple[Any, Path | None]:
+    from icbpl.pipeline import cluster_into, source_loader
 
     report_path: Path | None = None
-    with log_file(out / "log.txt", verbose=args.verbose):
+    with log_file(folder / "log.txt", verbose=args.verbose):
         logger.info("%s", args.command_line)
         reporter = StageReporter(epochs=config.epochs, quiet=args.quiet)
         try:
-            run = run_cluster(
-                config, out, progress=not args.quiet, on_stage=reporter, command=args.command_line
+            run = cluster_into(
+                config,
+                folder,
+                progress=not args.quiet,
+                on_stage=reporter,
+                command=args.command_line,
             )
         finally:
             reporter.close()
@@ -229,7 +227,7 @@ def _run_and_report(args: argparse.Namespace, config: Any, out: Path) -> tuple[A
             reporter("report")
             has_files = callable(getattr(run.source, "path", None))
             loader = None if has_files else source_loader(run.source)
-            report_path = write_report(out, map_method=args.map, image_loader=loader)
+            report_path = write_report(folder, map_method=args.map, image_loader=loader)
     return run, report_path
 
 

@@ -190,6 +190,12 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "--out", metavar="DIR", help="results folder to write (default: ./<PATH name>-icbpl)"
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in --out (only the files it wrote; a "
+        "folder icbpl did not write is always refused)",
+    )
+    p.add_argument(
         "--config",
         metavar="FILE",
         help="repeat a run: the config.json of an earlier results folder (options given here "

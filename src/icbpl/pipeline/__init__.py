@@ -14,7 +14,15 @@ results. :func:`run_cluster` writes a results folder:
                    ``k_choice`` (candidates and scores) when ``k="auto"``
 ``config.json``    the :class:`ClusterConfig` (``ClusterConfig.from_file`` repeats the run)
 ``model/``         the fitted head (`ICBPL.save`)
+``.icbpl-manifest.json`` the marker of an icbpl results folder: the files the run wrote (only
+                   those are ever replaced or removed; see `ResultsFolder`)
 ================== ==========================================================================
+
+Every file is written atomically, into a staging folder that replaces ``--out`` only when the
+run has finished; a foreign folder is refused, an earlier run's needs ``overwrite``. Cells of
+``assignments.csv`` that a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR) get a
+leading ``'`` (`neutralise_cell`; `restore_cell` reverses it; ``summary.json`` lists the raw
+values under ``csv_neutralised``).
 
 The same configuration and seed give the same assignments on the CPU (random encoder weights
 are drawn from ``seed`` too). :func:`predict_run` assigns new images with a saved run.
@@ -22,10 +30,13 @@ are drawn from ``seed`` too). :func:`predict_run` assigns new images with a save
 
 from __future__ import annotations
 
+from icbpl._csvcell import neutralise_cell, restore_cell
 from icbpl.pipeline._config import ClusterConfig, PipelineError
+from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import (
     ClusterRun,
     Prediction,
+    cluster_into,
     image_loader_for,
     predict_run,
     run_cluster,
@@ -33,7 +44,6 @@ from icbpl.pipeline._run import (
 from icbpl.pipeline._stages import (
     build_encoder,
     open_source,
-    prepare_out_dir,
     source_loader,
     write_assignments,
 )
@@ -43,11 +53,14 @@ __all__ = [
     "ClusterRun",
     "PipelineError",
     "Prediction",
+    "ResultsFolder",
     "build_encoder",
+    "cluster_into",
     "image_loader_for",
+    "neutralise_cell",
     "open_source",
     "predict_run",
-    "prepare_out_dir",
+    "restore_cell",
     "run_cluster",
     "source_loader",
     "write_assignments",

@@ -16,15 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icbpl._csvcell import restore_cell
+from icbpl._manifest import MANIFEST, listed_files
 from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
+from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._stages import (
+    RUN_OUTPUTS,
     build_encoder,
     extract,
     image_paths,
     jsonable,
+    neutralised_rows,
     open_source,
-    prepare_out_dir,
     resolve_k,
+    save_npy,
     seeded_torch,
     source_loader,
     write_assignments,
@@ -34,7 +39,14 @@ from icbpl.pipeline._stages import (
 if TYPE_CHECKING:
     from icbpl.estimator import ICBPL
 
-__all__ = ["ClusterRun", "Prediction", "image_loader_for", "predict_run", "run_cluster"]
+__all__ = [
+    "ClusterRun",
+    "Prediction",
+    "cluster_into",
+    "image_loader_for",
+    "predict_run",
+    "run_cluster",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +88,49 @@ def run_cluster(
     config: ClusterConfig,
     out_dir: str | os.PathLike[str],
     *,
+    overwrite: bool = False,
     progress: bool = True,
     on_stage: StageCallback | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Cluster the images ``config`` names and write a results folder (see the module notes).
 
+    The results are written into a staging folder beside ``out_dir`` and swapped in at the end
+    (`ResultsFolder`): a run that fails or is interrupted leaves earlier results as they were.
+
     Args:
         config: what to run.
-        out_dir: results folder (created; an earlier run's outputs in it are replaced).
+        out_dir: results folder: new, empty, or (with ``overwrite``) an earlier run's.
+        overwrite: replace the results of an earlier run in ``out_dir`` (only the files its
+            manifest lists; a folder icbpl did not write is always refused).
+        progress, on_stage, command: as for `cluster_into`.
+
+    Raises:
+        PipelineError: as `cluster_into`; ``out_dir`` not usable (`ResultsFolder`).
+    """
+    config.validate()
+    out = Path(out_dir)
+    with ResultsFolder(out, overwrite=overwrite) as staging:
+        run = cluster_into(config, staging, progress=progress, on_stage=on_stage, command=command)
+    run.out_dir = out
+    logger.info("wrote results to %s", out)
+    return run
+
+
+def cluster_into(
+    config: ClusterConfig,
+    folder: Path,
+    *,
+    progress: bool = True,
+    on_stage: StageCallback | None = None,
+    command: str | None = None,
+) -> ClusterRun:
+    """Run the stages and write the results into the existing ``folder`` (a staging folder of
+    `ResultsFolder`; use `run_cluster` for a results folder).
+
+    Args:
+        config: what to run.
+        folder: where the outputs are written.
         progress: show progress bars (stderr) for the folder scan and feature extraction.
         on_stage: called with each stage's name as it starts (``"encoder"``, ``"images"``,
             ``"features"``, ``"choose_k"`` (``k="auto"`` only), ``"neighbours"``, ``"train"``,
@@ -104,8 +150,7 @@ def run_cluster(
     from icbpl.neighbours import mine_neighbours
 
     config.validate()
-    out = Path(out_dir)
-    prepare_out_dir(out)
+    out = Path(folder)
     stage = on_stage or (lambda name: None)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -213,9 +258,9 @@ def run_cluster(
         write_assignments(
             out / "assignments.csv", list(source.ids), paths, clusters, scores, labels
         )
-        np.save(out / "latent.npy", latent)
+        save_npy(out / "latent.npy", latent)
         if neighbours is not None and n_neighbours:
-            np.save(out / "neighbours.npy", neighbours[:, :n_neighbours].astype(np.int64))
+            save_npy(out / "neighbours.npy", neighbours[:, :n_neighbours].astype(np.int64))
         model.save(out / "model")
         write_json(
             out / "config.json",
@@ -244,6 +289,7 @@ def run_cluster(
         "icbpl": model.get_params(),
         "class_names": source.class_names,
         "skipped": [list(item) for item in source.skipped],
+        "csv_neutralised": neutralised_rows(list(source.ids), paths),
         "degraded": [list(item) for item in getattr(source, "degraded", [])],
         "duplicate_groups": getattr(source, "duplicate_groups", []),
         "cluster_sizes": sizes.tolist(),
@@ -256,7 +302,7 @@ def run_cluster(
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
     write_json(out / "summary.json", summary)
-    logger.info("wrote results to %s (%.1f s)", out, timings["total"])
+    logger.info("wrote the outputs into %s (%.1f s)", out, timings["total"])
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
 
 
@@ -305,6 +351,8 @@ def predict_run(
     from icbpl.metrics import evaluate
 
     run = Path(run_dir)
+    out = Path(out_csv)
+    _refuse_run_output(out, run)
     stage = on_stage or (lambda name: None)
     config = ClusterConfig.from_file(run)
     if not (run / "model" / "model.safetensors").is_file():
@@ -338,7 +386,6 @@ def predict_run(
     stage("assign")
     features = np.array(fs.features, dtype=np.float32)
     clusters, scores = _assign(model, features, model.transform(features))
-    out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_assignments(out, list(source.ids), image_paths(source), clusters, scores, source.labels)
     k = int(model.centroids_.shape[0])
@@ -351,6 +398,27 @@ def predict_run(
         skipped=list(source.skipped),
         n_images=len(source),
     )
+
+
+def _refuse_run_output(out: Path, run: Path) -> None:
+    """Raise PipelineError when ``out`` is a file of ``run`` or of any icbpl results folder."""
+    target = out.expanduser().resolve()
+    if target.parent == run.expanduser().resolve() and target.name in (*RUN_OUTPUTS, MANIFEST):
+        owner: Path | None = target.parent
+    else:
+        owner = next(
+            (
+                folder
+                for folder in list(target.parents)[:4]
+                if target.relative_to(folder).as_posix() in listed_files(folder)
+            ),
+            None,
+        )
+    if owner is not None:
+        raise PipelineError(
+            f"--out {out} is a file of the icbpl results folder {owner}; predict never writes "
+            f"over a run's own outputs: pass another file, e.g. {owner / 'predictions.csv'}"
+        )
 
 
 def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
@@ -375,7 +443,7 @@ def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndar
     except (ValueError, OSError) as err:
         logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
         return None
-    if list(source.ids) != [r["id"] for r in rows]:
+    if list(source.ids) != [restore_cell(r["id"]) for r in rows]:
         logger.warning("no thumbnails: the run's images changed since it ran")
         return None
     return source_loader(source)

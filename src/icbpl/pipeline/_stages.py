@@ -9,19 +9,19 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from icbpl._atomic import atomic_open, atomic_write_text
+from icbpl._csvcell import neutralise_cell
 from icbpl.pipeline._config import PipelineError
 
 logger = logging.getLogger(__name__)
 
-#: Files and folders a run writes; an existing results folder loses these before a new run
-#: (``log.txt`` excepted: the command line may already be logging into it).
+#: Files and folders a run writes (listed, with report.html and map.png, in its manifest).
 RUN_OUTPUTS = (
     "assignments.csv",
     "latent.npy",
@@ -29,6 +29,7 @@ RUN_OUTPUTS = (
     "summary.json",
     "config.json",
     "model",
+    "log.txt",
     "report.html",
     "map.png",
 )
@@ -157,30 +158,6 @@ def cache_dir_path(value: str | None) -> Path | None:
     return Path(value).expanduser()
 
 
-def prepare_out_dir(out_dir: str | os.PathLike[str]) -> None:
-    """Create ``out_dir``, or clear the outputs of an earlier run in it.
-
-    A non-empty folder that does not hold a previous run is refused rather than mixed into.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PipelineError(f"--out {out_dir} is a file; pass a folder for the results")
-    if out_dir.is_dir():
-        entries = {p.name for p in out_dir.iterdir()}
-        if entries and not entries & {"config.json", "summary.json", "assignments.csv", "log.txt"}:
-            raise PipelineError(
-                f"--out {out_dir} is a non-empty folder that holds no icbpl results; pass a new "
-                "or empty folder (or a previous results folder to overwrite it)"
-            )
-        for name in RUN_OUTPUTS:
-            target = out_dir / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def jsonable(value: Any) -> Any:
     """``value`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf -> None."""
     if isinstance(value, dict):
@@ -201,7 +178,14 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", "utf-8")
+    """Write ``jsonable(data)`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path``, atomically."""
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def image_paths(source: Any) -> list[str]:
@@ -220,18 +204,33 @@ def write_assignments(
     scores: np.ndarray,
     labels: np.ndarray | None = None,
 ) -> Path:
-    """Write ``id,path,cluster,score[,label]`` rows (score with 6 decimals) and return the path."""
+    """Write ``id,path,cluster,score[,label]`` rows (score with 6 decimals) and return the path.
+
+    The file is replaced atomically. ``id`` and ``path`` cells that a spreadsheet would read as a
+    formula are neutralised (`neutralise_cell`; `restore_cell` gives the raw text back, and
+    `neutralised_rows` lists them for ``summary.json``).
+    """
     out = Path(path)
     header = ["id", "path", "cluster", "score"] + (["label"] if labels is not None else [])
-    with out.open("w", newline="", encoding="utf-8") as f:
+    with atomic_open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for i, (ident, p) in enumerate(zip(ids, paths, strict=True)):
-            row = [ident, p, int(clusters[i]), f"{float(scores[i]):.6f}"]
+            row = [neutralise_cell(ident), neutralise_cell(p), int(clusters[i])]
+            row.append(f"{float(scores[i]):.6f}")
             if labels is not None:
                 row.append(int(labels[i]))
             writer.writerow(row)
     return out
+
+
+def neutralised_rows(ids: list[str], paths: list[str]) -> list[dict[str, Any]]:
+    """Rows whose ``id`` or ``path`` `write_assignments` neutralises, with their raw values."""
+    return [
+        {"row": i, "id": ident, "path": p}
+        for i, (ident, p) in enumerate(zip(ids, paths, strict=True))
+        if neutralise_cell(ident) != ident or neutralise_cell(p) != p
+    ]
 
 
 def extract(

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from icbpl._csvcell import restore_cell
+
 logger = logging.getLogger(__name__)
 
 ASSIGNMENTS = "assignments.csv"
@@ -111,8 +113,8 @@ def _read_assignments(
         has_label = "label" in header
         for row in reader:
             line = reader.line_num
-            ids.append(row["id"] or "")
-            paths.append(row["path"] or "")
+            ids.append(restore_cell(row["id"] or ""))  # undo the CSV-injection guard
+            paths.append(restore_cell(row["path"] or ""))
             clusters.append(_parse_int(row["cluster"] or "", "cluster", line, path))
             scores.append(_parse_float(row["score"] or "", line, path))
             if has_label:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from icbpl._atomic import atomic_write_bytes
+from icbpl._manifest import add_to_manifest
 from icbpl.metrics import evaluate, match_clusters
 from icbpl.report._html import (
     ClusterView,
@@ -46,7 +48,24 @@ def _check_int(name: str, value: int, lo: int, hi: int) -> None:
 
 
 def _display_name(res: Results, i: int) -> str:
-    return res.paths[i] or res.ids[i] or f"row {i}"
+    """The image's id: its path relative to the clustered folder (never the absolute path)."""
+    return res.ids[i] or (Path(res.paths[i]).name if res.paths[i] else "") or f"row {i}"
+
+
+def _shareable(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with the absolute paths of its settings and encoder cut to their last
+    component (the page may be shared)."""
+    out = dict(summary)
+    for block in ("settings", "encoder"):
+        if not isinstance(out.get(block), dict):
+            continue
+        values = dict(out[block])
+        for key in ("path", "cache_dir", "weights"):
+            value = values.get(key)
+            if isinstance(value, str) and os.sep in value and not value.startswith("http"):
+                values[key] = f"…/{Path(value).name}"
+        out[block] = values
+    return out
 
 
 def _class_name(res: Results, label: int) -> str | None:
@@ -124,17 +143,6 @@ def _map(res: Results, method: MapMethod, max_points: int, seed: int) -> tuple[b
         else f"{len(idx)} of {len(res)} points (uniform random subsample, seed {seed})"
     )
     return png, f"{name} of the latent space, {what}, coloured by cluster."
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _header(res: Results, title: str) -> str:
@@ -239,7 +247,7 @@ def write_report(
     map_result = _map(res, map_method, max_map_points, seed)
     if map_result is not None:
         png, caption = map_result
-        _atomic_write(html_path.parent / "map.png", png)
+        atomic_write_bytes(html_path.parent / "map.png", png)
         inner = (
             f'<figure class="map"><img src="{data_uri(png, "image/png")}" alt="2-D map">'
             f"<figcaption>{esc(caption)}</figcaption></figure>"
@@ -259,9 +267,11 @@ def write_report(
     body = "".join(cluster_html(v, len(res), thumb_size, note) for v in views)
     sections.append(("clusters", "Clusters", more + body))
     sections.append(("skipped", f"Skipped files ({len(res.skipped)})", skipped_html(res.skipped)))
-    sections.append(("run", "Run", details_html(res.summary)))
+    sections.append(("run", "Run", details_html(_shareable(res.summary))))
 
     page = page_html(title, sections, _header(res, title))
-    _atomic_write(html_path, page.encode("utf-8"))
+    atomic_write_bytes(html_path, page.encode("utf-8"))
+    written = [html_path.name] + (["map.png"] if map_result is not None else [])
+    add_to_manifest(html_path.parent, written)  # replaced with the results, never kept stale
     logger.info("wrote %s (%.1f kB)", html_path, len(page) / 1024)
     return html_path
