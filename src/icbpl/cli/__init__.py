@@ -33,6 +33,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         "encoders": _commands.cmd_encoders,
         "report": _commands.cmd_report,
         "bench": _commands.cmd_bench,
+        "cache": _commands.cmd_cache,
     }[command]
 
 
@@ -52,11 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cli_logging(verbose=args.verbose, quiet=args.quiet):
             return int(_handler(args.command)(args) or 0)
     except KeyboardInterrupt:
-        print(
-            f"icbpl {args.command}: interrupted (features extracted so far are cached; the same "
-            "command resumes)",
-            file=sys.stderr,
-        )
+        note = ""
+        if args.command == "cluster":
+            note = " (the results folder keeps its previous contents"
+            if not getattr(args, "no_cache", False):
+                note += "; features extracted so far are cached and the same command resumes"
+            note += ")"
+        print(f"icbpl {args.command}: interrupted{note}", file=sys.stderr)
         return 130
     except Exception as err:
         if args.verbose:

@@ -19,7 +19,7 @@ from icbpl.cli._common import (
 )
 from icbpl.device import cpu_threads
 
-__all__ = ["cmd_cluster", "cmd_demo", "cmd_encoders", "cmd_predict", "cmd_report"]
+__all__ = ["cmd_cache", "cmd_cluster", "cmd_demo", "cmd_encoders", "cmd_predict", "cmd_report"]
 
 logger = logging.getLogger("icbpl.cli")
 
@@ -285,6 +285,29 @@ def cmd_report(args: argparse.Namespace) -> int:
         image_loader=image_loader_for(args.results),
     )
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``icbpl cache info|clear``: show or remove the feature cache."""
+    from icbpl.features import cache_entries, clear_cache
+    from icbpl.pipeline import cache_dir_path
+
+    folder = cache_dir_path(_absolute(args.cache_dir))
+    if folder is None:
+        raise CliError("--cache-dir should name a folder")
+    if args.action == "clear":
+        count, freed = clear_cache(folder)
+        print(f"removed {count} file(s), {freed / 2**20:.1f} MiB, from {folder}")
+        return 0
+    entries = cache_entries(folder)
+    print(f"feature cache: {folder}")
+    for e in entries:
+        name = e.path.relative_to(folder)
+        size = f"{e.size_bytes / 2**20:.1f} MiB"
+        print(f"  {name}  {e.kind}  {e.encoder or '-'}  rows {e.rows or '-'}  {size}")
+    total = sum(e.size_bytes for e in entries)
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
     return 0
 
 

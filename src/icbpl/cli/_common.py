@@ -74,16 +74,31 @@ class _CliFormatter(logging.Formatter):
         return f"icbpl: {msg}"
 
 
+class _ConsoleFilter(logging.Filter):
+    """Records at ``level`` and up, plus info records the library marks for the screen
+    (``extra={"console": True}``, e.g. that feature extraction resumes from the cache)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether the record is shown."""
+        return record.levelno >= self.level or bool(getattr(record, "console", False))
+
+
 @contextlib.contextmanager
 def cli_logging(*, verbose: bool, quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
-    """Route the library's log records to stderr (warnings; info with ``verbose``; errors only
-    with ``quiet``) for the duration of a command, through tqdm so bars are not broken."""
+    """Route the library's log records to stderr (warnings and the records marked
+    ``console``; info with ``verbose``; errors only with ``quiet``) for the duration of a
+    command, through tqdm so bars are not broken."""
     lib = logging.getLogger("icbpl")
     old_level, old_propagate = lib.level, lib.propagate
     lib.setLevel(logging.DEBUG if verbose else logging.INFO)
     lib.propagate = False
     level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
-    handler = _TqdmHandler(stream or sys.stderr, level)
+    handler = _TqdmHandler(stream or sys.stderr, logging.INFO if not quiet else level)
+    handler.addFilter(_ConsoleFilter(level))
     handler.setFormatter(_CliFormatter())
     lib.addHandler(handler)
     try:

@@ -345,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", metavar="FILE", help="HTML file (default: RESULTS_DIR/report.html)"
     )
+    cache = sub.add_parser(
+        "cache",
+        parents=[common],
+        help="show (info) or remove (clear) the feature cache",
+        description="List the cached feature arrays and ONNX exports with their sizes and "
+        "complete rows (info), or remove them (clear; other files in the folder are kept).",
+    )
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument(
+        "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
+    )
     from icbpl.bench import add_arguments as add_bench_arguments
 
     bench = sub.add_parser(

@@ -13,12 +13,16 @@ from __future__ import annotations
 from icbpl.features._backends import weights_digest
 from icbpl.features._cache import RowCache, cache_key
 from icbpl.features._extract import VIEW_BLOCK, FeatureSet, extract_features
+from icbpl.features._inventory import CacheEntry, cache_entries, clear_cache
 
 __all__ = [
     "VIEW_BLOCK",
+    "CacheEntry",
     "FeatureSet",
     "RowCache",
+    "cache_entries",
     "cache_key",
+    "clear_cache",
     "extract_features",
     "weights_digest",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -174,10 +175,12 @@ def export_onnx(encoder: EncoderLike, path: Path, input_size: int) -> None:
 class OnnxRunner:
     """ONNX Runtime (CPU execution provider, fp32) over an exported ``encoder.encode``.
 
-    A new export is checked against PyTorch fp32 on two random images (cosine >= 0.9999 and a
-    small maximum difference) before it is renamed into place, so a wrong export never yields
-    features and a cached export loads without that check (the check's first PyTorch call
-    costs seconds on a small CPU). A cached export that ONNX Runtime cannot load is redone.
+    An export is checked against PyTorch fp32 on two random images (cosine >= 0.9999 and a
+    small maximum difference) once per cache key: a new one before it is renamed into place; a
+    cached one unless ``<export>.verified.json`` records that check for the file's exact
+    SHA-256 (so a replaced or altered export is checked again; the check's first PyTorch call
+    costs seconds on a small CPU). A cached export that fails the check or that ONNX Runtime
+    cannot load is redone.
     """
 
     name = "onnx"
@@ -188,10 +191,12 @@ class OnnxRunner:
         if path.exists():
             try:
                 self.session = self._session(path)
+                if not _is_verified(path):
+                    self._mark_verified(self._verify(encoder, input_size))
                 return
             except Exception as err:
                 warnings.warn(
-                    f"cached ONNX export {path} cannot be loaded ({err}); exporting again",
+                    f"cached ONNX export {path} cannot be used ({err}); exporting again",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -201,10 +206,18 @@ class OnnxRunner:
         try:
             export_onnx(encoder, tmp, input_size)
             self.session = self._session(tmp)
-            self._verify(encoder, input_size)
+            check = self._verify(encoder, input_size)
             os.replace(tmp, path)
+            self._mark_verified(check)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _mark_verified(self, check: dict[str, float]) -> None:
+        """Record that the export at ``self.path`` passed `_verify` (with its SHA-256)."""
+        marker = {"sha256": _file_sha256(self.path), **check}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.json.tmp")
+        tmp.write_text(json.dumps(marker), encoding="utf-8")
+        os.replace(tmp, _marker(self.path))
 
     def _session(self, path: Path) -> Any:
         options = self._ort.SessionOptions()
@@ -219,7 +232,7 @@ class OnnxRunner:
         (out,) = self.session.run(["features"], {"images": x})
         return torch.from_numpy(out)
 
-    def _verify(self, encoder: EncoderLike, input_size: int) -> None:
+    def _verify(self, encoder: EncoderLike, input_size: int) -> dict[str, float]:
         x = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
         module = copy.deepcopy(encoder).to("cpu").float()  # type: ignore[attr-defined]
         with torch.inference_mode(), _eval(module):
@@ -234,6 +247,28 @@ class OnnxRunner:
                 f"(cosine {cos:.6f}, max abs diff {diff:.3g} > {tol:.3g}); use backend='torch'"
             )
         logger.info("ONNX export verified: cosine %.7f, max abs diff %.2e", cos, diff)
+        return {"cosine": cos, "max_abs_diff": diff}
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_verified(path: Path) -> bool:
+    """Whether ``path``'s marker records a passed check of exactly this file."""
+    try:
+        marker = json.loads(_marker(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("sha256") == _file_sha256(path)
 
 
 def choose_backend(backend: str, device: torch.device, precision: str, images: int) -> str:

@@ -7,6 +7,11 @@ every slot are complete, is replaced atomically (write to a temporary file, then
 interrupted run therefore resumes after the last committed chunk. A sidecar that cannot be read,
 whose key or shape disagrees, or whose ``.npy`` cannot be mapped makes the cache start over, with
 a warning. A views cache asked for more views than it holds grows in place (completed views kept).
+
+The sidecar also holds a BLAKE2b checksum of every chunk of CHUNK_ROWS rows of each slot (of its
+complete rows). Opening a cache verifies them all; a chunk that fails (rows overwritten on disk,
+NaN or plausible values alike) is reported with a warning naming the cache file and counted as
+missing (`RowCache.missing`), so extraction recomputes exactly those rows and the checksum again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ __all__ = ["RowCache", "cache_key"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "icbpl-rowcache-1"
+FORMAT = "icbpl-rowcache-2"
+
+CHUNK_ROWS = 1024
+"""Rows per checksummed chunk (a multiple of the views' block of 32 rows)."""
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(rows).data, digest_size=16).hexdigest()
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -79,6 +91,8 @@ class RowCache:
         fields: dict[str, Any],
         array: np.ndarray,
         rows_complete: list[int],
+        sums: list[list[str]] | None = None,
+        bad: list[set[int]] | None = None,
     ) -> None:
         self.path = path
         self.key = key
@@ -86,6 +100,12 @@ class RowCache:
         self._array = array
         self.rows_complete = rows_complete
         self._pending = list(rows_complete)
+        #: per slot, the checksum of each chunk (of its complete rows)
+        self._sums = sums if sums is not None else [[] for _ in rows_complete]
+        #: per slot, the chunks that failed their checksum and are not yet rewritten whole
+        self.bad = bad if bad is not None else [set() for _ in rows_complete]
+        self._refill: dict[tuple[int, int], int] = {}
+        self._touched: set[tuple[int, int]] = set()
 
     @classmethod
     def in_memory(cls, n: int, d: int, slots: int | None = None) -> RowCache:
@@ -119,6 +139,7 @@ class RowCache:
         found = cls._load(path, key, n, d, slots is not None)
         if found is not None:
             cache = cls(path, key, fields, *found)
+            cache._verify()
             if len(cache.rows_complete) < want:
                 cache._grow(want)
             return cache
@@ -127,7 +148,7 @@ class RowCache:
     @classmethod
     def _load(
         cls, path: Path, key: str, n: int, d: int, stacked: bool
-    ) -> tuple[np.ndarray, list[int]] | None:
+    ) -> tuple[np.ndarray, list[int], list[list[str]]] | None:
         sidecar = path.with_suffix(".json")
         if not sidecar.exists():
             if path.exists():
@@ -140,7 +161,10 @@ class RowCache:
             _check_file_size(path)
             array = np.load(path, mmap_mode="r+")
             rows = [int(r) for r in meta["rows_complete"]]
+            sums = [[str(h) for h in slot] for slot in meta["checksums"]]
             problem = cls._check(meta, array, rows, key, n, d, stacked)
+            if not problem and [len(s) for s in sums] != [-(-r // CHUNK_ROWS) for r in rows]:
+                problem = "checksums do not match rows_complete"
         except (OSError, ValueError, KeyError, TypeError) as err:
             problem = f"{type(err).__name__}: {err}"
         if problem:
@@ -150,7 +174,7 @@ class RowCache:
                 stacklevel=4,
             )
             return None
-        return array, rows
+        return array, rows, sums
 
     @staticmethod
     def _check(
@@ -204,7 +228,39 @@ class RowCache:
         self._array = np.load(self.path, mmap_mode="r+")
         self.rows_complete = self.rows_complete + [0] * (slots - len(self.rows_complete))
         self._pending = list(self.rows_complete)
+        self._sums += [[] for _ in range(slots - len(self._sums))]
+        self.bad += [set() for _ in range(slots - len(self.bad))]
         self.commit()
+
+    def _verify(self) -> None:
+        """Check every chunk's checksum; failing chunks go into `bad`, with a warning."""
+        for k, rows in enumerate(self.rows_complete):
+            data = self.slot(None if self._array.ndim == 2 else k)
+            for c, expected in enumerate(self._sums[k]):
+                lo, hi = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, rows)
+                if _digest(data[lo:hi]) != expected:
+                    self.bad[k].add(c)
+            if self.bad[k]:
+                spans = ", ".join(
+                    f"{c * CHUNK_ROWS}:{min((c + 1) * CHUNK_ROWS, rows)}"
+                    for c in sorted(self.bad[k])
+                )
+                where = "" if self._array.ndim == 2 else f" of view {k}"
+                warnings.warn(
+                    f"feature cache {self.path}: rows {spans}{where} fail their checksum "
+                    "(changed on disk since they were written); re-extracting them",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+
+    def missing(self, j: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges ``(start, stop)`` of slot ``j`` still to (re)compute, in order: the chunks
+        that failed their checksum, then the rows after the complete ones."""
+        k = 0 if j is None else j
+        n = self._array.shape[-2]
+        rows = self.rows_complete[k]
+        spans = [(c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, rows)) for c in sorted(self.bad[k])]
+        return spans + ([(rows, n)] if rows < n else [])
 
     def slot(self, j: int | None = None) -> np.ndarray:
         """The ``(N, D)`` array of slot ``j`` (``None`` for an unstacked cache)."""
@@ -213,9 +269,16 @@ class RowCache:
     def write(self, j: int | None, start: int, rows: np.ndarray) -> None:
         """Write ``rows`` at ``start`` of slot ``j``; they count once `commit` runs."""
         self.slot(j)[start : start + len(rows)] = rows
-        k = 0 if j is None else j
+        k, stop = (0 if j is None else j), start + len(rows)
         if start <= self._pending[k]:
-            self._pending[k] = max(self._pending[k], start + len(rows))
+            self._pending[k] = max(self._pending[k], stop)
+        for c in range(start // CHUNK_ROWS, -(-stop // CHUNK_ROWS)):
+            self._touched.add((k, c))
+            if c in self.bad[k]:  # a failed chunk counts once it is rewritten from its start
+                lo = c * CHUNK_ROWS
+                filled = self._refill.get((k, c), lo)
+                if start <= filled:
+                    self._refill[(k, c)] = max(filled, stop)
 
     def commit(self) -> None:
         """Flush the rows written so far and record them in the sidecar (atomically)."""
@@ -224,6 +287,7 @@ class RowCache:
             return
         if isinstance(self._array, np.memmap):
             self._array.flush()
+        self._update_sums()
         meta = {
             "format": FORMAT,
             "key": self.key,
@@ -231,8 +295,31 @@ class RowCache:
             "shape": list(self._array.shape),
             "dtype": "float32",
             "rows_complete": self.rows_complete,
+            "chunk_rows": CHUNK_ROWS,
+            "checksums": self._sums,
         }
         _atomic_write_json(self.path.with_suffix(".json"), meta)
+
+    def _update_sums(self) -> None:
+        """Checksums of the chunks written since the last commit (failed chunks once whole)."""
+        for (k, c), filled in list(self._refill.items()):
+            rows = self.rows_complete[k]
+            if filled >= min((c + 1) * CHUNK_ROWS, rows):
+                self.bad[k].discard(c)
+                del self._refill[(k, c)]
+                self._touched.add((k, c))
+        n_chunks = [-(-r // CHUNK_ROWS) for r in self.rows_complete]
+        for k, count in enumerate(n_chunks):
+            sums = self._sums[k]
+            sums += [""] * (count - len(sums))
+            for c in range(count):
+                if (k, c) in self._touched or not sums[c]:
+                    if c in self.bad[k]:
+                        continue  # keeps its old checksum: still reported until rewritten
+                    lo, hi = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, self.rows_complete[k])
+                    data = self.slot(None if self._array.ndim == 2 else k)
+                    sums[c] = _digest(data[lo:hi])
+        self._touched.clear()
 
     def read(self, slots: int | None = None) -> np.ndarray:
         """The whole array (a read-only memory map when on disk), or its first ``slots`` slots."""

@@ -208,7 +208,7 @@ def extract_features(
             onnx_dir = root / "onnx"
         targets: list[tuple[RowCache, int | None]] = [(feats, None)]
         targets += [(vcache, j) for j in range(views) if vcache is not None]
-        remaining = sum(n - c.rows_complete[j or 0] for c, j in targets)
+        remaining = sum(b - a for c, j in targets for a, b in c.missing(j))
         meta["cache"] = (
             None
             if cache_dir is None
@@ -247,6 +247,22 @@ def extract_features(
     )
 
 
+def _batch_starts(spans: list[tuple[int, int]], step: int, align: int) -> list[int]:
+    """Starts of batches of ``step`` rows covering ``spans`` (merged; each span's first batch
+    starts at a multiple of ``align``)."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted((lo // align * align, hi) for lo, hi in spans if hi > lo):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [s for lo, hi in merged for s in range(lo, hi, step)]
+
+
+def _needs(spans: list[tuple[int, int]], s: int, e: int) -> bool:
+    return any(lo < e and s < hi for lo, hi in spans)
+
+
 def _run(
     runner: TorchRunner | OnnxRunner,
     source: ImageSource,
@@ -262,23 +278,27 @@ def _run(
     desc: str,
 ) -> None:
     n = len(source)
-    done = [c.rows_complete[j or 0] for c, j in targets]
     stacked = len(targets) > 1
     step = math.ceil(batch_size / VIEW_BLOCK) * VIEW_BLOCK if stacked else batch_size
-    start = min(done) // VIEW_BLOCK * VIEW_BLOCK if stacked else min(done)
-    if start:
-        logger.info("resuming feature extraction at image %d of %d", start, n)
-    caches = list({id(c): c for c, _ in targets}.values())
+    todo = [c.missing(j) for c, j in targets]
+    align = VIEW_BLOCK if stacked else 1
+    starts = _batch_starts([span for spans in todo for span in spans], step, align)
+    cached = [n - sum(b - a for a, b in spans) for spans in todo]
+    if any(cached):
+        kinds = ["features"] + [f"view {j}" for _, j in targets[1:]]
+        rows = ", ".join(f"{kind} {c}/{n}" for kind, c in zip(kinds, cached, strict=True))
+        logger.info(
+            "resuming feature extraction: rows already in the cache: %s",
+            rows,
+            extra={"console": True},
+        )
     t0 = time.perf_counter()
     with tqdm(total=remaining, unit="img", desc=desc, disable=not progress) as bar:
-        for s, images in prefetch_batches(
-            source, list(range(start, n, step)), step, size, num_workers
-        ):
+        for s, images in prefetch_batches(source, starts, step, size, num_workers):
             x = images.to(device, non_blocking=True)
             e = s + len(x)
-            for cache, j in targets:
-                before = cache.rows_complete[j or 0]
-                if before >= e:
+            for (cache, j), spans in zip(targets, todo, strict=True):
+                if not _needs(spans, s, e):
                     continue
                 if j is not None and augment is not None:
                     out = runner(_augment_view(augment, x, seed, j, s))
@@ -287,9 +307,9 @@ def _run(
                 if not bool(torch.isfinite(out).all()):
                     raise RuntimeError(f"the encoder returned NaN or inf for images {s}:{e}")
                 cache.write(j, s, out.numpy())
-                bar.update(e - max(s, before))
-            for cache in caches:
-                cache.commit()
+                cache.commit()  # each target as soon as its rows are written: an interrupt
+                # during the views of a batch keeps that batch's features
+                bar.update(sum(min(e, b) - max(s, a) for a, b in spans if a < e and s < b))
     elapsed = time.perf_counter() - t0
     logger.info(
         "encoded %d images in %.1f s (%.1f img/s)",

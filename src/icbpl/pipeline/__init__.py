@@ -43,6 +43,7 @@ from icbpl.pipeline._run import (
 )
 from icbpl.pipeline._stages import (
     build_encoder,
+    cache_dir_path,
     open_source,
     source_loader,
     write_assignments,
@@ -55,6 +56,7 @@ __all__ = [
     "Prediction",
     "ResultsFolder",
     "build_encoder",
+    "cache_dir_path",
     "cluster_into",
     "image_loader_for",
     "neutralise_cell",

@@ -149,6 +149,8 @@ def resolve_k(
 
 
 def cache_dir_path(value: str | None) -> Path | None:
+    """The feature cache folder of a ``cache_dir`` setting (``None``: the default under
+    `icbpl.data.cache_root`; ``""``: no cache, ``None`` is returned)."""
     if value == "":
         return None
     if value is None:
