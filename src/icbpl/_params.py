@@ -56,9 +56,7 @@ def real(low: float, *, strict: bool) -> Constraint:
 
 def one_of(options: tuple[str, ...]) -> Constraint:
     """One of the strings ``options``."""
-    return Constraint(
-        lambda v: isinstance(v, str) and v in options, f"one of {', '.join(map(repr, options))}"
-    )
+    return Constraint(lambda v: isinstance(v, str) and v in options, f"one of {', '.join(options)}")
 
 
 def optional(inner: Constraint) -> Constraint:
@@ -114,13 +112,21 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
 }
 
 
-def validate_params(params: Mapping[str, Any], *, where: str = "", complete: bool = True) -> None:
+def validate_params(
+    params: Mapping[str, Any],
+    *,
+    where: str = "",
+    complete: bool = True,
+    names: Mapping[str, str] | None = None,
+) -> None:
     """Raise ValueError for an unknown, missing or out-of-range parameter of ``ICBPL``.
 
     Args:
         params: parameter name -> value (``ICBPL.get_params()`` or a saved config's ``params``).
         where: prefix of the message (e.g. the config file the values were read from).
         complete: every parameter must be present (else only the given ones are checked).
+        names: the name to show for a parameter, where the caller calls it otherwise (e.g.
+            ``{"batch_size": "train_batch_size"}`` for `icbpl.pipeline.ClusterConfig`).
     """
     prefix = f"{where}: " if where else ""
     unknown = sorted(set(params) - set(PARAMETER_CONSTRAINTS))
@@ -136,4 +142,5 @@ def validate_params(params: Mapping[str, Any], *, where: str = "", complete: boo
             continue
         value = params[name]
         if not constraint.check(value):
-            raise ValueError(f"{prefix}{name}={value!r} should be {constraint.expected}")
+            shown = (names or {}).get(name, name)
+            raise ValueError(f"{prefix}{shown}={value!r} should be {constraint.expected}")

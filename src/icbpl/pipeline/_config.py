@@ -10,9 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INITS = ("random", "kmeans", "scan")  # the same as icbpl.estimator.INITS (a test checks)
+from icbpl._params import INITS, validate_params
 
-__all__ = ["CONFIG_FORMAT", "CONFIG_VERSION", "ClusterConfig", "PipelineError"]
+#: ClusterConfig fields that are `icbpl.estimator.ICBPL` parameters, by their ICBPL name: they
+#: are checked against ICBPL's one constraint table (`icbpl._params.PARAMETER_CONSTRAINTS`).
+ICBPL_FIELDS = {
+    "latent_dim": "latent_dim",
+    "hidden": "hidden",
+    "batch_size": "train_batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "loss_weights": "loss_weights",
+    "distance": "distance",
+    "n_neighbours": "n_neighbours",
+    "refresh_every": "refresh_every",
+    "min_distance_warmup": "min_distance_warmup",
+    "n_heads": "n_heads",
+    "init": "init",
+    "self_label_epochs": "self_label_epochs",
+    "random_state": "seed",
+}
+
+__all__ = ["CONFIG_FORMAT", "CONFIG_VERSION", "INITS", "ClusterConfig", "PipelineError"]
 
 CONFIG_FORMAT = "icbpl.cluster"
 CONFIG_VERSION = 1
@@ -126,18 +145,15 @@ class ClusterConfig:
             "views": (self.views, 0),
             "epochs": (1 if self.epochs is None else self.epochs, 1),
             "batch_size": (self.batch_size, 1),
-            "seed": (self.seed, 0),
-            "latent_dim": (self.latent_dim, 2),
-            "train_batch_size": (self.train_batch_size, 2),
-            "n_neighbours": (self.n_neighbours, 0),
-            "refresh_every": (self.refresh_every, 0),
-            "min_distance_warmup": (self.min_distance_warmup, 0),
-            "n_heads": (self.n_heads, 1),
-            "self_label_epochs": (self.self_label_epochs, 0),
         }
         for name, (value, low) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PipelineError(f"{name}={value!r} should be an integer >= {low}")
+        params = {icbpl: getattr(self, field) for icbpl, field in ICBPL_FIELDS.items()}
+        try:
+            validate_params(params, complete=False, names=ICBPL_FIELDS)
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
         if self.input_size is not None and (
             isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
         ):
@@ -146,17 +162,6 @@ class ClusterConfig:
             raise PipelineError(f"input_size={self.input_size} should be >= 8 pixels")
         if not isinstance(self.include_hidden, bool):
             raise PipelineError(f"include_hidden={self.include_hidden!r} should be true or false")
-        if self.init not in INITS:
-            raise PipelineError(f"init={self.init!r} should be one of {', '.join(INITS)}")
-        if len(self.loss_weights) not in (4, 5) or min(self.loss_weights) < 0:
-            raise PipelineError(
-                f"loss_weights={self.loss_weights} should be 4 or 5 numbers >= 0 (MMD, "
-                "augmentation, kNN, min-distance[, assignment])"
-            )
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise PipelineError(
-                f"lr={self.lr} should be > 0 and weight_decay={self.weight_decay} >= 0"
-            )
         w = self.weights
         if w not in (None, "random") and not str(w).startswith(("http://", "https://")):
             if not Path(str(w)).expanduser().is_file():
