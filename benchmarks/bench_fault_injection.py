@@ -87,6 +87,12 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.glob(f".{out.name}.icbpl-*"))
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT acts as Ctrl-C even when this script runs in the background (a
+    shell starts background jobs with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Runner:
     """Builds and runs the ``icbpl cluster`` command of this benchmark."""
 
@@ -119,6 +125,7 @@ class Runner:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=self.env,
+            preexec_fn=_default_sigint,
         )
         try:
             proc.wait(timeout=delay)

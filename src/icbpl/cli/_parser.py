@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the cached feature arrays and ONNX exports with their sizes and "
         "complete rows (info), or remove them (clear; other files in the folder are kept).",
     )
-    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("action", metavar="ACTION", choices=("info", "clear"), help="info or clear")
     cache.add_argument(
         "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
     )
