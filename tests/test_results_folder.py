@@ -190,3 +190,34 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         write_assignments(path, ["a", "b", "c"], ["", "", ""], np.array([0]), np.array([0.1]))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]
+
+
+def test_leftovers_of_killed_runs_are_undone(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    with ResultsFolder(out) as staging:
+        (staging / "a.txt").write_text("old")
+    # killed between the two renames of a swap: the results sit under the temporary name
+    out.rename(tmp_path / ".res.icbpl-previous")
+    (tmp_path / ".res.icbpl-staging-99999").mkdir()  # killed while writing
+    (tmp_path / ".res.icbpl-staging-99999" / "half.npy").write_bytes(b"x")
+    with pytest.raises(PipelineError, match="--overwrite"):
+        ResultsFolder(out).__enter__()
+    assert (out / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+    with ResultsFolder(out, overwrite=True) as staging:
+        (staging / "b.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [".icbpl-manifest.json", "b.txt"]
+
+
+def test_a_manifest_listing_outside_paths_is_not_a_manifest(tmp_path: Path) -> None:
+    from icbpl._manifest import read_manifest
+
+    out = tmp_path / "res"
+    out.mkdir()
+    (tmp_path / "thesis.tex").write_text("precious")
+    manifest = {"format": "icbpl.results", "version": 1, "files": ["../thesis.tex"]}
+    (out / ".icbpl-manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(out) is None
+    with pytest.raises(PipelineError, match="icbpl did not write"):
+        ResultsFolder(out, overwrite=True).__enter__()
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
