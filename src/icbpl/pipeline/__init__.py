@@ -31,6 +31,7 @@ are drawn from ``seed`` too). :func:`predict_run` assigns new images with a save
 from __future__ import annotations
 
 from icbpl._csvcell import neutralise_cell, restore_cell
+from icbpl.pipeline._cluster import run_cluster
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import (
@@ -39,7 +40,6 @@ from icbpl.pipeline._run import (
     cluster_into,
     image_loader_for,
     predict_run,
-    run_cluster,
 )
 from icbpl.pipeline._stages import (
     build_encoder,

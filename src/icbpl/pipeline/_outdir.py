@@ -23,8 +23,9 @@ from types import TracebackType
 
 from icbpl._manifest import MANIFEST, listed_files, read_manifest, write_manifest
 from icbpl.pipeline._config import PipelineError
+from icbpl.pipeline._stages import RUN_OUTPUTS
 
-__all__ = ["ResultsFolder", "check_out_dir"]
+__all__ = ["ResultsFolder", "check_out_dir", "refuse_run_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +222,24 @@ class ResultsFolder:
                 os.rename(self._previous, staging)
             _retire(staging, out)
         _fsync_dir(out.parent)
+
+
+def refuse_run_output(out: Path, run: Path) -> None:
+    """Raise PipelineError when ``out`` is a file of ``run`` or of any icbpl results folder."""
+    target = out.expanduser().resolve()
+    if target.parent == run.expanduser().resolve() and target.name in (*RUN_OUTPUTS, MANIFEST):
+        owner: Path | None = target.parent
+    else:
+        owner = next(
+            (
+                folder
+                for folder in list(target.parents)[:4]
+                if target.relative_to(folder).as_posix() in listed_files(folder)
+            ),
+            None,
+        )
+    if owner is not None:
+        raise PipelineError(
+            f"--out {out} is a file of the icbpl results folder {owner}; predict never writes "
+            f"over a run's own outputs: pass another file, e.g. {owner / 'predictions.csv'}"
+        )

@@ -17,11 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icbpl._csvcell import restore_cell
-from icbpl._manifest import MANIFEST, listed_files
 from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
-from icbpl.pipeline._outdir import ResultsFolder
+from icbpl.pipeline._outdir import refuse_run_output
 from icbpl.pipeline._stages import (
-    RUN_OUTPUTS,
     build_encoder,
     extract,
     image_paths,
@@ -39,14 +37,7 @@ from icbpl.pipeline._stages import (
 if TYPE_CHECKING:
     from icbpl.estimator import ICBPL
 
-__all__ = [
-    "ClusterRun",
-    "Prediction",
-    "cluster_into",
-    "image_loader_for",
-    "predict_run",
-    "run_cluster",
-]
+__all__ = ["ClusterRun", "Prediction", "cluster_into", "image_loader_for", "predict_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,39 +75,6 @@ class Prediction:
 
 
 # ------------------------------------------------------------------------------ cluster
-def run_cluster(
-    config: ClusterConfig,
-    out_dir: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_stage: StageCallback | None = None,
-    command: str | None = None,
-) -> ClusterRun:
-    """Cluster the images ``config`` names and write a results folder (see the module notes).
-
-    The results are written into a staging folder beside ``out_dir`` and swapped in at the end
-    (`ResultsFolder`): a run that fails or is interrupted leaves earlier results as they were.
-
-    Args:
-        config: what to run.
-        out_dir: results folder: new, empty, or (with ``overwrite``) an earlier run's.
-        overwrite: replace the results of an earlier run in ``out_dir`` (only the files its
-            manifest lists; a folder icbpl did not write is always refused).
-        progress, on_stage, command: as for `cluster_into`.
-
-    Raises:
-        PipelineError: as `cluster_into`; ``out_dir`` not usable (`ResultsFolder`).
-    """
-    config.validate()
-    out = Path(out_dir)
-    with ResultsFolder(out, overwrite=overwrite) as staging:
-        run = cluster_into(config, staging, progress=progress, on_stage=on_stage, command=command)
-    run.out_dir = out
-    logger.info("wrote results to %s", out)
-    return run
-
-
 def cluster_into(
     config: ClusterConfig,
     folder: Path,
@@ -352,7 +310,7 @@ def predict_run(
 
     run = Path(run_dir)
     out = Path(out_csv)
-    _refuse_run_output(out, run)
+    refuse_run_output(out, run)
     stage = on_stage or (lambda name: None)
     config = ClusterConfig.from_file(run)
     if not (run / "model" / "model.safetensors").is_file():
@@ -398,27 +356,6 @@ def predict_run(
         skipped=list(source.skipped),
         n_images=len(source),
     )
-
-
-def _refuse_run_output(out: Path, run: Path) -> None:
-    """Raise PipelineError when ``out`` is a file of ``run`` or of any icbpl results folder."""
-    target = out.expanduser().resolve()
-    if target.parent == run.expanduser().resolve() and target.name in (*RUN_OUTPUTS, MANIFEST):
-        owner: Path | None = target.parent
-    else:
-        owner = next(
-            (
-                folder
-                for folder in list(target.parents)[:4]
-                if target.relative_to(folder).as_posix() in listed_files(folder)
-            ),
-            None,
-        )
-    if owner is not None:
-        raise PipelineError(
-            f"--out {out} is a file of the icbpl results folder {owner}; predict never writes "
-            f"over a run's own outputs: pass another file, e.g. {owner / 'predictions.csv'}"
-        )
 
 
 def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
