@@ -8,8 +8,9 @@ neighbours, training, writing, the final swap):
 
 1. ``icbpl cluster ... --overwrite`` is started on that results folder and sent SIGKILL or SIGINT
    (drawn at random) after a delay drawn uniformly from 0 to 1.1 x the reference wall time;
-2. check: the results folder is byte-for-byte the previous results, or (the run finished before
-   the signal) complete new results with the reference assignments;
+2. check: the results folder is byte-for-byte the previous results, or (the run had passed its
+   final swap when the signal came) complete new results: exactly the files its manifest lists,
+   with the reference assignments; anything else counts as lost;
 3. the same command runs again, uninterrupted: it must exit 0 with the reference assignments
    (``cluster`` column of assignments.csv), and leave no staging folder or lock file behind.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -51,7 +53,7 @@ class Round:
     delay: float
     killed_rc: int
     finished_before_kill: bool
-    previous_intact: bool
+    after_kill: str  # "unchanged", "replaced" (complete new results) or "LOST"
     rerun_ok: bool
     rerun_resumed: bool
     leftovers: list[str]
@@ -81,6 +83,15 @@ def clusters(folder: Path) -> list[str] | None:
             return [row["cluster"] for row in csv.DictReader(f)]
     except (OSError, KeyError):
         return None
+
+
+def complete(folder: Path) -> bool:
+    """Whether ``folder`` holds exactly the files its manifest lists."""
+    try:
+        listed = set(json.loads((folder / ".icbpl-manifest.json").read_text())["files"])
+    except (OSError, ValueError, KeyError):
+        return False
+    return listed == set(snapshot(folder)) - {".icbpl-manifest.json"}
 
 
 def leftovers(out: Path) -> list[str]:
@@ -149,8 +160,12 @@ def one_round(
     delay = float(rng.uniform(0.0, max_delay))
     rc = runner.kill_after(cache, delay, sig)
     finished = rc == 0
-    after = snapshot(out)
-    intact = after == before or (finished and clusters(out) == reference)
+    if snapshot(out) == before:
+        after_kill = "unchanged"
+    elif complete(out) and clusters(out) == reference:
+        after_kill = "replaced"
+    else:
+        after_kill = "LOST"
     rc2, err = runner.run(cache)
     ok = rc2 == 0 and clusters(out) == reference
     shutil.rmtree(cache, ignore_errors=True)
@@ -159,7 +174,7 @@ def one_round(
         delay=delay,
         killed_rc=rc,
         finished_before_kill=finished,
-        previous_intact=intact,
+        after_kill=after_kill,
         rerun_ok=ok,
         rerun_resumed="resuming feature extraction" in err,
         leftovers=leftovers(out),
@@ -184,14 +199,15 @@ def report(
     sigs = Counter(r.sig for r in rounds)
     killed = [r for r in rounds if not r.finished_before_kill]
     codes = Counter(r.killed_rc for r in killed)
-    intact = sum(r.previous_intact for r in rounds)
+    after = Counter(r.after_kill for r in rounds)
+    late = sum(r.after_kill == "replaced" and not r.finished_before_kill for r in rounds)
     same = sum(r.rerun_ok for r in rounds)
     left = sum(bool(r.leftovers) for r in rounds)
     resumed = sum(r.rerun_resumed for r in killed)
     failures = [
         f"round {i}: {r}"
         for i, r in enumerate(rounds)
-        if not (r.previous_intact and r.rerun_ok and not r.leftovers)
+        if not (r.after_kill != "LOST" and r.rerun_ok and not r.leftovers)
     ]
     lines = [
         "## Fault injection: `icbpl cluster` killed at random moments, then re-run",
@@ -214,8 +230,12 @@ def report(
         f"| killed before finishing | {len(killed)} (exit statuses: "
         + ", ".join(f"{c}: {k}" for c, k in sorted(codes.items()))
         + ") |",
-        f"| previous results byte-identical afterwards (or complete new ones when the run "
-        f"finished first) | {intact} of {n} |",
+        f"| results folder after the signal: the previous results byte-identical | "
+        f"{after['unchanged']} of {n} |",
+        f"| ... or complete new results (exactly the files of their manifest, the reference "
+        f"assignments): the run had passed its final swap | {after['replaced']} of {n} "
+        f"({late} of them killed during its last moments, after the swap) |",
+        f"| ... anything else (a result lost or half-written) | {after['LOST']} of {n} |",
         f"| re-run exit 0 with the uninterrupted run's assignments | {same} of {n} |",
         f"| re-runs of killed runs that resumed from cached feature rows | {resumed} of "
         f"{len(killed)} |",
