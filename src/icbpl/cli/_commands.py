@@ -103,6 +103,8 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "loss_weights": args.loss_weights,
     }
     given = {key: value for key, value in given.items() if value is not None}
+    if args.weights is not None and Path(args.weights).expanduser().is_dir():
+        given.update(_encoder_folder_options(args))
     if args.config:
         config = dataclasses.replace(ClusterConfig.from_file(args.config), **given)
     elif "path" not in given:
@@ -120,6 +122,22 @@ def _cluster_config(args: argparse.Namespace) -> Any:
             "pass --k auto or leave out --k-range"
         )
     return config
+
+
+def _encoder_folder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--weights DIR`` (an `icbpl pretrain` folder): its weights file, encoder and input size."""
+    from icbpl.pretrain import read_encoder_folder
+
+    folder = read_encoder_folder(args.weights)
+    if args.encoder not in (None, folder.encoder):
+        raise CliError(
+            f"--weights {args.weights} holds a {folder.encoder} encoder, not --encoder "
+            f"{args.encoder}; leave out --encoder"
+        )
+    options: dict[str, Any] = {"weights": str(folder.weights.resolve()), "encoder": folder.encoder}
+    if args.input_size is None and folder.input_size is not None:
+        options["input_size"] = folder.input_size
+    return options
 
 
 def _notes(encoder: dict[str, Any]) -> list[str]:
@@ -269,9 +287,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- encoders, report
 def cmd_encoders(args: argparse.Namespace) -> int:
     """``icbpl encoders``: the table of registered encoders."""
-    from icbpl.cli._encoders import print_encoders
+    from icbpl.cli._encoders import print_encoder_folders, print_encoders
 
-    print_encoders()
+    if args.folders:
+        print_encoder_folders(args.folders)
+    else:
+        print_encoders()
     return 0
 
 

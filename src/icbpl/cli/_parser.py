@@ -199,8 +199,9 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--encoder", metavar="NAME", help=f"encoder (default: {d['encoder']})")
     p.add_argument(
         "--weights",
-        metavar="FILE",
-        help="encoder checkpoint file, or 'random' (default: the encoder's default weights)",
+        metavar="FILE|DIR",
+        help="encoder checkpoint file, an encoder folder of `icbpl pretrain` (its encoder and "
+        "input size are used), or 'random' (default: the encoder's default weights)",
     )
     p.add_argument(
         "--input-size", type=_positive, metavar="PX", help="encoder input side in pixels"
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_cluster(sub, common)
+    from icbpl.cli._pretrain import add_pretrain_parser
+
+    add_pretrain_parser(sub, common, _source_options)
 
     predict = sub.add_parser(
         "predict",
@@ -317,12 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(predict)
     _extraction_options(predict, from_run=True)
 
-    sub.add_parser(
+    encoders = sub.add_parser(
         "encoders",
         parents=[common],
-        help="list the encoders",
+        help="list the encoders (or describe encoder folders)",
         description="List the registered encoders: feature dimension, input size, how their "
-        "default weights were trained, and whether those weights are available.",
+        "default weights were trained, and whether those weights are available. With "
+        "ENCODER_DIR arguments, load and describe those encoder folders (of `icbpl pretrain`) "
+        "instead.",
+    )
+    encoders.add_argument(
+        "folders", nargs="*", metavar="ENCODER_DIR", help="encoder folders to describe"
     )
 
     report = sub.add_parser(

@@ -133,6 +133,7 @@ def pretrain_barlow_twins(
     resume: bool = False,
     on_step: StepHook | None = None,
     max_seconds: float | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> PretrainResult:
     """Pre-train ``encoder`` with Barlow Twins on the images of ``source``.
 
@@ -162,7 +163,8 @@ def pretrain_barlow_twins(
         resume: continue from ``out_dir/checkpoint`` when it exists (same settings required).
         on_step: called after each optimiser step with (epoch, step, {"loss": value}).
         max_seconds: stop after the first epoch that ends past this wall time (logged; the
-            schedule is not shortened).
+            schedule is not shortened; ``resume=True`` continues it later).
+        metadata: extra JSON entries for ``encoder.json`` (e.g. how to rebuild the encoder).
     """
     cfg = PretrainConfig(
         epochs=int(epochs),
@@ -204,6 +206,7 @@ def pretrain_barlow_twins(
         resume,
         on_step,
         max_seconds,
+        dict(metadata or {}),
     )
 
 
@@ -217,6 +220,7 @@ def _train(
     resume: bool,
     on_step: StepHook | None,
     max_seconds: float | None,
+    metadata: dict[str, Any],
 ) -> PretrainResult:
     ctx = context()
     torch.manual_seed(cfg.seed)
@@ -330,7 +334,10 @@ def _train(
             Path(out_dir) / "encoder.safetensors",
             trained.state_dict(),
             encoder_metadata(
-                trained, pretrain={"method": "barlow_twins", **cfg.to_dict()}, history=history
+                trained,
+                pretrain={"method": "barlow_twins", **cfg.to_dict()},
+                history=history,
+                **metadata,
             ),
         )
     barrier()
