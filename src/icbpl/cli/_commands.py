@@ -101,6 +101,9 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "n_heads": args.heads,
         "self_label_epochs": args.self_label_epochs,
         "loss_weights": args.loss_weights,
+        "finetune": args.finetune,
+        "encoder_lr": args.encoder_lr,
+        "train_batch_size": args.train_batch_size,
     }
     given = {key: value for key, value in given.items() if value is not None}
     if args.weights is not None and Path(args.weights).expanduser().is_dir():
@@ -167,10 +170,15 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     if summary["icbpl"].get("self_label_epochs", 0):
         setup += ", self-labelled"
     k = summary["n_clusters"]
+    tuned = (summary.get("finetune") or {}).get("strategy")
+    chosen = (
+        f"encoder fine-tuned ({tuned}), the last epoch kept"
+        if tuned
+        else f"epoch {summary['best_epoch']} selected without labels"
+    )
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
-        f"({setup}, {epochs} epochs; epoch {summary['best_epoch']} "
-        "selected without labels)"
+        f"({setup}, {epochs} epochs; {chosen})"
     )
     choice = summary.get("k_choice")
     if choice:
@@ -195,6 +203,8 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     for note in _notes(enc):
         print(note)
     written = "assignments.csv, latent.npy, summary.json, config.json, model/, log.txt"
+    if tuned:
+        written += ", encoder/"
     print(f"results: {out}/ ({written}{', report.html' if report else ''})")
     print_skipped(summary.get("skipped") or [])
     degraded = summary.get("degraded") or []
@@ -215,6 +225,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     config = _cluster_config(args)
     config.validate()
     out = Path(args.out) if args.out else Path(f"{Path(config.path).name or 'images'}-icbpl")
+    if _other_rank(config):  # under torchrun: ranks > 0 train their share and write nothing
+        from icbpl.pipeline import run_cluster
+
+        with cpu_threads(args.threads):
+            run_cluster(config, out, progress=False, command=args.command_line)
+        return 0
     created = not out.exists()
     prepare_out_dir(out)
     try:
@@ -226,6 +242,19 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         raise
     _print_cluster_run(run.summary, out, report_path)
     return 0
+
+
+def _other_rank(config: Any) -> bool:
+    """True on the ranks > 0 of a torchrun launch (which only ``--finetune last2|all`` uses)."""
+    from icbpl.distributed import context
+
+    ctx = context()
+    if ctx.enabled and config.finetune == "frozen":
+        raise CliError(
+            "--finetune frozen trains the head on cached features in one process; run it "
+            "without torchrun, or pass --finetune last2 or all to train under torchrun"
+        )
+    return not ctx.is_main
 
 
 def _run_and_report(args: argparse.Namespace, config: Any, out: Path) -> tuple[Any, Path | None]:

@@ -265,6 +265,26 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         + ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
         + ")",
     )
+    p.add_argument(
+        "--finetune",
+        choices=("frozen", "last2", "all"),
+        help="what of the encoder is trained: frozen (default; the head on cached features), "
+        "last2 (its last two stages and the head, the paper's fine-tuning) or all (every "
+        "layer); last2/all compute features on the fly, so they cost an encoder pass per image, "
+        "view and neighbour each epoch (a GPU, or torchrun, for large folders)",
+    )
+    p.add_argument(
+        "--encoder-lr",
+        type=float,
+        metavar="LR",
+        help=f"learning rate of the fine-tuned encoder parts (default: {d['encoder_lr']:g})",
+    )
+    p.add_argument(
+        "--train-batch-size",
+        type=_at_least_one,
+        metavar="B",
+        help=f"images per training step of the head (default: {d['train_batch_size']})",
+    )
     p.add_argument("--report", action="store_true", help="also write report.html")
     p.add_argument(
         "--map",

@@ -29,6 +29,7 @@ RUN_OUTPUTS = (
     "summary.json",
     "config.json",
     "model",
+    "encoder",
     "report.html",
     "map.png",
 )
