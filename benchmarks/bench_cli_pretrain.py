@@ -43,7 +43,8 @@ def _write_folder(dataset: str, n: int, folder: Path) -> None:
 
     from icbpl.data import load_dataset
 
-    if (folder / "done").is_file():
+    done = folder.with_name(folder.name + ".done")  # beside the folder, not an input file
+    if done.is_file():
         return
     source = load_dataset(dataset, split="train", root=str(SHARED_DATA))
     labels = np.asarray(source.labels)
@@ -52,7 +53,7 @@ def _write_folder(dataset: str, n: int, folder: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
         img = source.load(i).permute(1, 2, 0).numpy()
         Image.fromarray(np.ascontiguousarray(img)).save(d / f"{i:05d}.png")
-    (folder / "done").write_text("ok\n")
+    done.write_text("ok\n")
 
 
 def _run(args: list[str]) -> dict[str, float]:

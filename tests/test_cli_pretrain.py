@@ -149,6 +149,20 @@ def test_pretrain_refuses_to_overwrite_a_checkpoint(images: Path, tmp_path: Path
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_minutes_stops_early_and_resume_finishes(images: Path, tmp_path: Path) -> None:
+    enc = tmp_path / "enc"
+    args = _pretrain_args(images, enc, epochs=3)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, out = run_main([*args, "--minutes", "1e-6"])
+    assert code == 0 and "epoch 1 of 3" in out and "--resume" in err.getvalue()
+    assert len(json.loads((enc / "encoder.json").read_text())["history"]) == 1
+    code, out = run_main([*args, "--resume"])
+    assert code == 0 and "epoch 3 of 3" in out
+    history = json.loads((enc / "encoder.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])

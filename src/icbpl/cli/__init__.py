@@ -55,11 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cli_logging(verbose=args.verbose, quiet=args.quiet), torchrun_group(args):
             return int(_handler(args.command)(args) or 0)
     except KeyboardInterrupt:
-        print(
-            f"icbpl {args.command}: interrupted (features extracted so far are cached; the same "
-            "command resumes)",
-            file=sys.stderr,
+        resumes = (
+            "the last finished epoch's checkpoint is kept; the same command with --resume continues"
+            if args.command == "pretrain"
+            else "features extracted so far are cached; the same command resumes"
         )
+        print(f"icbpl {args.command}: interrupted ({resumes})", file=sys.stderr)
         return 130
     except Exception as err:
         if args.verbose:

@@ -14,6 +14,8 @@ results. :func:`run_cluster` writes a results folder:
                    ``k_choice`` (candidates and scores) when ``k="auto"``
 ``config.json``    the :class:`ClusterConfig` (``ClusterConfig.from_file`` repeats the run)
 ``model/``         the fitted head (`ICBPL.save`)
+``encoder/``       with ``finetune="last2"``/``"all"`` only: the fine-tuned encoder (an encoder
+                   folder, `icbpl.pretrain.read_encoder_folder`), which :func:`predict_run` uses
 ================== ==========================================================================
 
 The same configuration and seed give the same assignments on the CPU (random encoder weights

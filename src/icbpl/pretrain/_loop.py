@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from icbpl.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from icbpl.distributed import all_gather_with_grad, barrier, context, wrap_ddp
+from icbpl.distributed import (
+    all_gather_with_grad,
+    barrier,
+    broadcast_tensor,
+    context,
+    wrap_ddp,
+)
 from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.pretrain._runtime import (
@@ -319,7 +325,7 @@ def _train(
                     **state,  # type: ignore[arg-type]
                 )
         barrier()
-        if max_seconds is not None and time.perf_counter() - t_run > max_seconds:
+        if _out_of_time(max_seconds, t_run, dev):
             logger.warning(
                 "stopping after epoch %d of %d: max_seconds=%s reached",
                 epoch + 1,
@@ -350,6 +356,15 @@ def _train(
         seconds_per_epoch=sum(timed) / max(1, len(timed)),
         peak_memory_bytes=peak_memory(dev),
     )
+
+
+def _out_of_time(max_seconds: float | None, t_run: float, dev: torch.device) -> bool:
+    """Whether ``max_seconds`` have passed since ``t_run``, as rank 0 sees it (every rank gets
+    rank 0's answer, so all of them stop after the same epoch)."""
+    if max_seconds is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - t_run > max_seconds)], device=dev)
+    return bool(broadcast_tensor(late).item())
 
 
 def _mark_weights(encoder: Encoder, path: Path | None, seed: int) -> None:
