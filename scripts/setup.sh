@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install icbpl with its test, benchmark and offline-weights extras.
+# Create .venv (if missing) and install icbpl with its test, benchmark and extra-weights extras
+# (the base install alone already runs the default `icbpl cluster` offline).
 # torch/torchvision are pinned to the releases this project is tested with.
 set -euo pipefail
 cd "$(dirname "$0")/.."

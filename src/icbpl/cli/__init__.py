@@ -1,4 +1,4 @@
-"""The ``icbpl`` command: ``demo``, ``cluster``, ``predict``, ``encoders`` and ``report``.
+"""The ``icbpl`` command: ``demo``, ``cluster``, ``pretrain``, ``predict``, ``encoders``, ...
 
 The command prints; the library logs (records of the ``icbpl`` loggers go to stderr, warnings
 and up unless ``--verbose``, and to ``log.txt`` of a results folder). Exit status: 0 on success,
@@ -18,8 +18,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from icbpl.cli import _commands
+from icbpl.cli import _commands, _pretrain
 from icbpl.cli._common import CliError, cli_logging, expected_error, one_line
+from icbpl.cli._dist import quiet_rank, torchrun_group
 from icbpl.cli._parser import build_parser
 
 __all__ = ["CliError", "main"]
@@ -29,6 +30,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     return {
         "demo": _commands.cmd_demo,
         "cluster": _commands.cmd_cluster,
+        "pretrain": _pretrain.cmd_pretrain,
         "predict": _commands.cmd_predict,
         "encoders": _commands.cmd_encoders,
         "report": _commands.cmd_report,
@@ -49,16 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.command_line = shlex.join(["icbpl", *args_list])
+    quiet_rank(args)  # under torchrun only rank 0 prints
     try:
-        with cli_logging(verbose=args.verbose, quiet=args.quiet):
+        with cli_logging(verbose=args.verbose, quiet=args.quiet), torchrun_group(args):
             return int(_handler(args.command)(args) or 0)
     except KeyboardInterrupt:
-        note = ""
-        if args.command == "cluster":
+        if args.command == "pretrain":
+            note = (
+                " (the last finished epoch's checkpoint is kept; the same command with --resume"
+                " continues)"
+            )
+        elif args.command == "cluster":
             note = " (the results folder keeps its previous contents"
             if not getattr(args, "no_cache", False):
                 note += "; features extracted so far are cached and the same command resumes"
             note += ")"
+        else:
+            note = ""
         print(f"icbpl {args.command}: interrupted{note}", file=sys.stderr)
         return 130
     except Exception as err:

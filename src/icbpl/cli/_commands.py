@@ -100,8 +100,13 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "n_heads": args.heads,
         "self_label_epochs": args.self_label_epochs,
         "loss_weights": args.loss_weights,
+        "finetune": args.finetune,
+        "encoder_lr": args.encoder_lr,
+        "train_batch_size": args.train_batch_size,
     }
     given = {key: value for key, value in given.items() if value is not None}
+    if args.weights is not None and Path(args.weights).expanduser().is_dir():
+        given.update(_encoder_folder_options(args))
     if args.config:
         config = dataclasses.replace(ClusterConfig.from_file(args.config), **given)
     elif "path" not in given:
@@ -119,6 +124,22 @@ def _cluster_config(args: argparse.Namespace) -> Any:
             "pass --k auto or leave out --k-range"
         )
     return config
+
+
+def _encoder_folder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--weights DIR`` (an `icbpl pretrain` folder): its weights file, encoder and input size."""
+    from icbpl.pretrain import read_encoder_folder
+
+    folder = read_encoder_folder(args.weights)
+    if args.encoder not in (None, folder.encoder):
+        raise CliError(
+            f"--weights {args.weights} holds a {folder.encoder} encoder, not --encoder "
+            f"{args.encoder}; leave out --encoder"
+        )
+    options: dict[str, Any] = {"weights": str(folder.weights.resolve()), "encoder": folder.encoder}
+    if args.input_size is None and folder.input_size is not None:
+        options["input_size"] = folder.input_size
+    return options
 
 
 def _notes(encoder: dict[str, Any]) -> list[str]:
@@ -148,10 +169,15 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     if summary["icbpl"].get("self_label_epochs", 0):
         setup += ", self-labelled"
     k = summary["n_clusters"]
+    tuned = (summary.get("finetune") or {}).get("strategy")
+    chosen = (
+        f"encoder fine-tuned ({tuned}), the last epoch kept"
+        if tuned
+        else f"epoch {summary['best_epoch']} selected without labels"
+    )
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
-        f"({setup}, {epochs} epochs; epoch {summary['best_epoch']} "
-        "selected without labels)"
+        f"({setup}, {epochs} epochs; {chosen})"
     )
     choice = summary.get("k_choice")
     if choice:
@@ -176,6 +202,8 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     for note in _notes(enc):
         print(note)
     written = "assignments.csv, latent.npy, summary.json, config.json, model/, log.txt"
+    if tuned:
+        written += ", encoder/"
     print(f"results: {out}/ ({written}{', report.html' if report else ''})")
     print_skipped(summary.get("skipped") or [])
     degraded = summary.get("degraded") or []
@@ -197,11 +225,30 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     config = _cluster_config(args)
     config.validate()
     out = Path(args.out) if args.out else Path(f"{Path(config.path).name or 'images'}-icbpl")
+    if _other_rank(config):  # under torchrun: ranks > 0 train their share and write nothing
+        from icbpl.pipeline import run_cluster
+
+        with cpu_threads(args.threads):
+            run_cluster(config, out, progress=False, command=args.command_line)  # writes nothing
+        return 0
     with ResultsFolder(out, overwrite=args.overwrite) as staging:
         with cpu_threads(args.threads):
             run, report_path = _run_and_report(args, config, staging)
     _print_cluster_run(run.summary, out, out / "report.html" if report_path else None)
     return 0
+
+
+def _other_rank(config: Any) -> bool:
+    """True on the ranks > 0 of a torchrun launch (which only ``--finetune last2|all`` uses)."""
+    from icbpl.distributed import context
+
+    ctx = context()
+    if ctx.enabled and config.finetune == "frozen":
+        raise CliError(
+            "--finetune frozen trains the head on cached features in one process; run it "
+            "without torchrun, or pass --finetune last2 or all to train under torchrun"
+        )
+    return not ctx.is_main
 
 
 def _run_and_report(args: argparse.Namespace, config: Any, folder: Path) -> tuple[Any, Path | None]:
@@ -267,9 +314,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- encoders, report
 def cmd_encoders(args: argparse.Namespace) -> int:
     """``icbpl encoders``: the table of registered encoders."""
-    from icbpl.cli._encoders import print_encoders
+    from icbpl.cli._encoders import print_encoder_folders, print_encoders
 
-    print_encoders()
+    if args.folders:
+        print_encoder_folders(args.folders)
+    else:
+        print_encoders()
     return 0
 
 

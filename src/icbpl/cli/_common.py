@@ -26,6 +26,7 @@ STAGE_TEXT = {
     "choose_k": "choosing k without labels",
     "neighbours": "mining neighbours",
     "train": "training the ICBPL head",
+    "finetune": "fine-tuning the encoder with the ICBPL head",
     "write": "writing the results",
     "report": "writing the report",
     "assign": "assigning clusters",

@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EncoderRow", "describe_encoder", "print_encoders"]
+__all__ = ["EncoderRow", "describe_encoder", "print_encoder_folders", "print_encoders"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,38 @@ def print_encoders() -> None:
         "\nany timm model: --encoder timm:<model>. Supervised weights were trained with labels: "
         "clustering with them is not unsupervised end to end."
     )
+
+
+def _training_text(meta: dict[str, object]) -> str:
+    pretrain = meta.get("pretrain")
+    history = meta.get("history")
+    images = meta.get("images")
+    if not isinstance(pretrain, dict):
+        return "fine-tuned with ICBPL" if "finetune" in meta else "?"
+    done = len(history) if isinstance(history, list) else 0
+    where = ""
+    if isinstance(images, dict):
+        where = f" on {images.get('n')} images of {images.get('path')}"
+    return f"self-supervised: Barlow Twins, {done} of {pretrain.get('epochs')} epochs{where}"
+
+
+def print_encoder_folders(folders: list[str]) -> None:
+    """Load each encoder folder (`icbpl pretrain --out`) and print what it holds.
+
+    Raises:
+        FileNotFoundError, ValueError: a folder that is not an encoder folder, or whose weights
+            do not load into its encoder.
+    """
+    from icbpl.encoders import create_encoder
+    from icbpl.pretrain import read_encoder_folder
+
+    for path in folders:
+        folder = read_encoder_folder(path)
+        weights = str(folder.weights)
+        config = create_encoder(folder.encoder, weights=weights, **folder.options).config
+        print(f"{folder.folder}:")
+        dim, size = config.feature_dim, config.input_size
+        print(f"  encoder   {config.name} ({dim}-d features, {size} px)")
+        print(f"  training  {_training_text(folder.meta)}")
+        print(f"  weights   {folder.weights} ({config.weights})")
+        print(f"  use       icbpl cluster PATH --k K --weights {folder.folder}")

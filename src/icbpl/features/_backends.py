@@ -138,8 +138,8 @@ def import_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as err:
         raise ImportError(
-            "backend='onnx' needs onnx and onnxruntime: pip install 'icbpl[bench]' "
-            "(or pip install onnx onnxruntime)"
+            "backend='onnx' needs onnx and onnxruntime, which `pip install icbpl` brings: "
+            "pip install onnx onnxruntime"
         ) from err
     return onnxruntime
 
@@ -290,7 +290,7 @@ def choose_backend(backend: str, device: torch.device, precision: str, images: i
     try:
         import_onnxruntime()
     except ImportError:
-        logger.info("onnxruntime is not installed: using PyTorch (install icbpl[bench] for speed)")
+        logger.info("onnxruntime is not installed: using PyTorch (pip install onnxruntime onnx)")
         return "torch"
     return "onnx"
 

@@ -142,7 +142,7 @@ def extract_features(
         batch_size: images per forward pass (rounded up to a multiple of VIEW_BLOCK with views).
         device: ``None`` (the encoder's device), ``"auto"``, ``"cpu"``, ``"cuda[:i]"``, ``"mps"``.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see `icbpl.device.resolve_precision`).
-        backend: ``"torch"``; ``"onnx"`` (ONNX Runtime on the CPU, fp32; needs icbpl[bench]);
+        backend: ``"torch"``; ``"onnx"`` (ONNX Runtime on the CPU, fp32; in the base install);
             ``"auto"``: ONNX Runtime for fp32 CPU runs of at least AUTO_ONNX_MIN_IMAGES images
             when it is installed (measured about 3x faster than PyTorch on a 2-core AVX2 CPU,
             same features within 1e-5), else PyTorch; an export that fails falls back to PyTorch.

@@ -16,6 +16,8 @@ results. :func:`run_cluster` writes a results folder:
 ``model/``         the fitted head (`ICBPL.save`)
 ``.icbpl-manifest.json`` the marker of an icbpl results folder: the files the run wrote (only
                    those are ever replaced or removed; see `ResultsFolder`)
+``encoder/``       with ``finetune="last2"``/``"all"`` only: the fine-tuned encoder (an encoder
+                   folder, `icbpl.pretrain.read_encoder_folder`), which :func:`predict_run` uses
 ================== ==========================================================================
 
 Every file is written atomically, into a staging folder that replaces ``--out`` only when the

@@ -41,6 +41,11 @@ def run_cluster(
     """
     config.validate()
     out = Path(out_dir)
+    if config.finetune != "frozen":
+        from icbpl.distributed import context
+
+        if not context().is_main:  # a torchrun rank > 0: trains its share, writes nothing
+            return cluster_into(config, out, progress=False, on_stage=on_stage, command=command)
     with ResultsFolder(out, overwrite=overwrite) as staging:
         run = cluster_into(config, staging, progress=progress, on_stage=on_stage, command=command)
     run.out_dir = out

@@ -12,6 +12,8 @@ from typing import Any
 
 from icbpl._params import INITS, validate_params
 
+FINETUNE = ("frozen", "last2", "all")  # the same as icbpl.finetune.STRATEGIES (a test checks)
+
 #: ClusterConfig fields that are `icbpl.estimator.ICBPL` parameters, by their ICBPL name: they
 #: are checked against ICBPL's one constraint table (`icbpl._params.PARAMETER_CONSTRAINTS`).
 ICBPL_FIELDS = {
@@ -89,6 +91,13 @@ class ClusterConfig:
         self_label_epochs: beyond the paper; after training, distil the clusters into a linear
             classifier and run this many epochs of SCAN's self-labelling
             (`icbpl.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
+        finetune: ``"frozen"`` (default): the head is trained on cached features of a fixed
+            encoder; ``"last2"`` / ``"all"``: the encoder's last two stages / all its layers are
+            trained with the head (`icbpl.finetune.finetune`, paper section 3.4; views made on
+            the fly, neighbours re-mined from the current encoder; needs an integer ``k`` and the
+            defaults of ``init``, ``n_heads`` and ``self_label_epochs``). The fine-tuned encoder
+            is saved in the results folder (``encoder/``).
+        encoder_lr: learning rate of the trained encoder parts when fine-tuning.
     """
 
     path: str
@@ -120,6 +129,8 @@ class ClusterConfig:
     include_hidden: bool = False
     n_heads: int = 1
     self_label_epochs: int = 0
+    finetune: str = "frozen"
+    encoder_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -162,6 +173,7 @@ class ClusterConfig:
             raise PipelineError(f"input_size={self.input_size} should be >= 8 pixels")
         if not isinstance(self.include_hidden, bool):
             raise PipelineError(f"include_hidden={self.include_hidden!r} should be true or false")
+        self._validate_finetune()
         w = self.weights
         if w not in (None, "random") and not str(w).startswith(("http://", "https://")):
             if not Path(str(w)).expanduser().is_file():
@@ -169,6 +181,34 @@ class ClusterConfig:
                     f"weights file {w} does not exist; pass the path of a checkpoint file, "
                     "'random', or leave the weights out for the encoder's default weights"
                 )
+
+    def _validate_finetune(self) -> None:
+        if self.finetune not in FINETUNE:
+            raise PipelineError(
+                f"finetune={self.finetune!r} should be one of {', '.join(FINETUNE)}"
+            )
+        if not self.encoder_lr > 0:
+            raise PipelineError(f"encoder_lr={self.encoder_lr} should be > 0")
+        if self.finetune == "frozen":
+            return
+        defaults = {"init": "random", "n_heads": 1, "self_label_epochs": 0}
+        changed = [
+            f"{key}={getattr(self, key)!r}"
+            for key, v in defaults.items()
+            if getattr(self, key) != v
+        ]
+        if self.k == "auto":
+            changed.append("k='auto'")
+        if len(self.loss_weights) == 5 and self.loss_weights[4]:
+            changed.append(f"an assignment loss weight of {self.loss_weights[4]:g}")
+        if self.views < 1:
+            changed.append(f"views={self.views}")
+        if changed:
+            raise PipelineError(
+                f"finetune={self.finetune!r} does not support {', '.join(changed)}: it trains one "
+                "randomly started head with at least one view and an integer k; drop those "
+                "options or use finetune='frozen'"
+            )
 
     def resolved_epochs(self, n_images: int) -> int:
         """Training epochs for ``n_images`` images: ``epochs``, or the automatic choice.

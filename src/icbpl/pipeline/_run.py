@@ -92,7 +92,8 @@ def cluster_into(
         progress: show progress bars (stderr) for the folder scan and feature extraction.
         on_stage: called with each stage's name as it starts (``"encoder"``, ``"images"``,
             ``"features"``, ``"choose_k"`` (``k="auto"`` only), ``"neighbours"``, ``"train"``,
-            ``"write"``).
+            ``"write"``; with ``config.finetune`` ``"last2"``/``"all"``: ``"encoder"``,
+            ``"images"``, ``"finetune"``, ``"write"``).
         command: the command line, recorded in ``summary.json``.
 
     Raises:
@@ -108,6 +109,10 @@ def cluster_into(
     from icbpl.neighbours import mine_neighbours
 
     config.validate()
+    if config.finetune != "frozen":
+        from icbpl.pipeline._finetune import run_finetune
+
+        return run_finetune(config, folder, progress=progress, on_stage=on_stage, command=command)
     out = Path(folder)
     stage = on_stage or (lambda name: None)
     timings: dict[str, float] = {}
@@ -316,7 +321,12 @@ def predict_run(
     if not (run / "model" / "model.safetensors").is_file():
         raise PipelineError(f"{run / 'model'} holds no saved model; re-run `icbpl cluster`")
     stage("encoder")
-    encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
+    weights = config.weights
+    if config.finetune != "frozen":  # the run's own fine-tuned encoder
+        from icbpl.pipeline._finetune import FINETUNED_ENCODER
+
+        weights = str(run / FINETUNED_ENCODER)
+    encoder = build_encoder(config.encoder, weights, config.input_size, config.seed)
     summary_file = run / "summary.json"
     if summary_file.is_file():
         recorded = json.loads(summary_file.read_text("utf-8")).get("encoder", {})

@@ -30,6 +30,7 @@ RUN_OUTPUTS = (
     "config.json",
     "model",
     "log.txt",
+    "encoder",
     "report.html",
     "map.png",
 )

@@ -2,11 +2,18 @@
 
 The paper's ICBPL pipeline starts from a Barlow Twins ResNet-50; :func:`pretrain_barlow_twins`
 trains such an encoder from scratch (or continues one) on the images to be clustered, and saves
-it as safetensors + JSON so that ``create_encoder(name, weights=path)`` loads it.
+it as safetensors + JSON so that ``create_encoder(name, weights=path)`` loads it; an encoder
+folder (:func:`read_encoder_folder`) is what ``icbpl pretrain --out DIR`` writes.
 """
 
 from __future__ import annotations
 
+from icbpl.pretrain._folder import (
+    ENCODER_FILE,
+    EncoderFolder,
+    is_encoder_folder,
+    read_encoder_folder,
+)
 from icbpl.pretrain._loop import (
     PretrainConfig,
     PretrainResult,
@@ -17,14 +24,18 @@ from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
 from icbpl.pretrain._optim import LARS, WarmupCosine, build_optimizer
 
 __all__ = [
+    "ENCODER_FILE",
     "LARS",
     "BarlowTwins",
+    "EncoderFolder",
     "PretrainConfig",
     "PretrainResult",
     "WarmupCosine",
     "barlow_twins_loss",
     "build_optimizer",
     "encoder_metadata",
+    "is_encoder_folder",
     "make_projector",
     "pretrain_barlow_twins",
+    "read_encoder_folder",
 ]

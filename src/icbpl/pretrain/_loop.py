@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from icbpl.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from icbpl.distributed import all_gather_with_grad, barrier, context, wrap_ddp
+from icbpl.distributed import (
+    all_gather_with_grad,
+    barrier,
+    broadcast_tensor,
+    context,
+    wrap_ddp,
+)
 from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.pretrain._runtime import (
@@ -133,6 +139,7 @@ def pretrain_barlow_twins(
     resume: bool = False,
     on_step: StepHook | None = None,
     max_seconds: float | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> PretrainResult:
     """Pre-train ``encoder`` with Barlow Twins on the images of ``source``.
 
@@ -162,7 +169,8 @@ def pretrain_barlow_twins(
         resume: continue from ``out_dir/checkpoint`` when it exists (same settings required).
         on_step: called after each optimiser step with (epoch, step, {"loss": value}).
         max_seconds: stop after the first epoch that ends past this wall time (logged; the
-            schedule is not shortened).
+            schedule is not shortened; ``resume=True`` continues it later).
+        metadata: extra JSON entries for ``encoder.json`` (e.g. how to rebuild the encoder).
     """
     cfg = PretrainConfig(
         epochs=int(epochs),
@@ -204,6 +212,7 @@ def pretrain_barlow_twins(
         resume,
         on_step,
         max_seconds,
+        dict(metadata or {}),
     )
 
 
@@ -217,6 +226,7 @@ def _train(
     resume: bool,
     on_step: StepHook | None,
     max_seconds: float | None,
+    metadata: dict[str, Any],
 ) -> PretrainResult:
     ctx = context()
     torch.manual_seed(cfg.seed)
@@ -315,7 +325,7 @@ def _train(
                     **state,  # type: ignore[arg-type]
                 )
         barrier()
-        if max_seconds is not None and time.perf_counter() - t_run > max_seconds:
+        if _out_of_time(max_seconds, t_run, dev):
             logger.warning(
                 "stopping after epoch %d of %d: max_seconds=%s reached",
                 epoch + 1,
@@ -330,7 +340,10 @@ def _train(
             Path(out_dir) / "encoder.safetensors",
             trained.state_dict(),
             encoder_metadata(
-                trained, pretrain={"method": "barlow_twins", **cfg.to_dict()}, history=history
+                trained,
+                pretrain={"method": "barlow_twins", **cfg.to_dict()},
+                history=history,
+                **metadata,
             ),
         )
     barrier()
@@ -343,6 +356,15 @@ def _train(
         seconds_per_epoch=sum(timed) / max(1, len(timed)),
         peak_memory_bytes=peak_memory(dev),
     )
+
+
+def _out_of_time(max_seconds: float | None, t_run: float, dev: torch.device) -> bool:
+    """Whether ``max_seconds`` have passed since ``t_run``, as rank 0 sees it (every rank gets
+    rank 0's answer, so all of them stop after the same epoch)."""
+    if max_seconds is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - t_run > max_seconds)], device=dev)
+    return bool(broadcast_tensor(late).item())
 
 
 def _mark_weights(encoder: Encoder, path: Path | None, seed: int) -> None:

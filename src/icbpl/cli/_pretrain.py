@@ -1,0 +1,272 @@
+"""``icbpl pretrain``: Barlow Twins on the user's images, written as an encoder folder.
+
+The folder (`icbpl.pretrain.read_encoder_folder`) is what ``icbpl cluster --weights DIR`` and
+``icbpl encoders DIR`` read. A checkpoint is written atomically after every epoch;
+``--resume`` continues from it (the same settings are required), so ``--minutes`` can cut a long
+schedule into windows. Under ``torchrun`` every process trains on its share of each global batch
+(`icbpl.distributed`) and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from icbpl.cli._common import CliError, log_file
+
+__all__ = ["add_pretrain_parser", "cmd_pretrain"]
+
+#: Files and folders of an encoder folder (anything else makes ``--out`` a foreign folder).
+_FOLDER_ENTRIES = {"encoder.safetensors", "encoder.json", "checkpoint", "log.txt"}
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected layer widths >= 1 separated by commas, e.g. 2048,2048,2048; got {text!r}"
+        )
+    return values
+
+
+def _number(kind: type, low: float, strict: bool = False) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'>' if strict else '>='} {low}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+def add_pretrain_parser(
+    sub: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    source_options: Any,
+) -> None:
+    """Register ``icbpl pretrain`` (``source_options(p)`` adds --dataset/--split/...)."""
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="train an encoder with Barlow Twins on your images (for `cluster --weights DIR`)",
+        description=(
+            "Train an encoder self-supervised with Barlow Twins (Zbontar et al. 2021; the paper's "
+            "encoders) on the images in PATH, from scratch (--weights random) or from given "
+            "weights, with the paper's augmentations. Writes encoder.safetensors + encoder.json "
+            "into --out, and a checkpoint after every epoch (--resume continues it). Runs under "
+            "`torchrun --nproc_per_node N` too."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
+    p.add_argument("--out", required=True, metavar="ENCODER_DIR", help="encoder folder to write")
+    source_options(p)
+    p.add_argument(
+        "--encoder",
+        metavar="NAME",
+        help="encoder architecture (default: that of --weights DIR, else efficientnet_lite0; "
+        "`icbpl encoders` lists them; resnet18_cifar for the paper's CIFAR protocol)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="FILE|DIR",
+        help="start from these weights: a checkpoint file, an encoder folder, or 'random' for "
+        "training from scratch (default: the encoder's default weights)",
+    )
+    p.add_argument("--input-size", type=_number(int, 8), metavar="PX", help="input side in px")
+    p.add_argument(
+        "--epochs",
+        type=_number(int, 1),
+        default=100,
+        metavar="E",
+        help="length of the schedule in epochs (default: 100; the paper's in-domain encoders "
+        "use about 1,000)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=_number(float, 0.0, strict=True),
+        metavar="M",
+        help="stop after the epoch that ends past M minutes (the encoder so far is written; the "
+        "same command with --resume continues the schedule)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from ENCODER_DIR/checkpoint")
+    p.add_argument(
+        "--batch-size",
+        type=_number(int, 2),
+        metavar="B",
+        help="global batch of images per step (default: 256, or fewer for a small folder)",
+    )
+    p.add_argument(
+        "--projector",
+        type=_widths,
+        default=(2048, 2048, 2048),
+        metavar="W,W,W",
+        help="projector widths (default: 2048,2048,2048; smaller for small encoders on a CPU)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=("lars", "sgd", "adamw"),
+        default="lars",
+        help="optimiser (default: lars, as Barlow Twins)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_number(float, 0.0, strict=True),
+        metavar="LR",
+        help="learning rate (default: 0.3 / 0.05 / 1e-3 per 256 images for lars / sgd / adamw)",
+    )
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda[:i] or mps")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="(default: auto)"
+    )
+    p.add_argument("--seed", type=_number(int, 0), default=0, metavar="S", help="(default: 0)")
+    p.add_argument("--threads", type=_number(int, 1), metavar="N", help="CPU threads of torch")
+    p.set_defaults(command="pretrain")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file; pass a folder for the encoder")
+    entries = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if entries - _FOLDER_ENTRIES:
+        raise CliError(
+            f"--out {out} is a non-empty folder that is not an encoder folder; pass a new or "
+            "empty folder"
+        )
+    if "checkpoint" in entries and not resume:
+        raise CliError(
+            f"--out {out} holds the checkpoint of an earlier run; pass --resume to continue it, "
+            "or a new folder to start again"
+        )
+
+
+def _start_epoch(out: Path, resume: bool) -> int:
+    pointer = out / "checkpoint" / "latest.json"
+    if not (resume and pointer.is_file()):
+        return 0
+    return int(json.loads(pointer.read_text(encoding="utf-8")).get("epoch", 0))
+
+
+def _encoder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The starting encoder and the ``create`` entry of encoder.json (how to rebuild it)."""
+    from icbpl.pipeline import build_encoder
+    from icbpl.pretrain import is_encoder_folder, read_encoder_folder
+
+    name, weights, size = args.encoder or "efficientnet_lite0", args.weights, args.input_size
+    start = weights or "default"
+    if weights is not None and is_encoder_folder(weights):
+        folder = read_encoder_folder(weights)
+        if args.encoder not in (None, folder.encoder):
+            raise CliError(
+                f"--weights {weights} holds a {folder.encoder} encoder, not --encoder {name}"
+            )
+        name, weights, size = folder.encoder, str(folder.weights), size or folder.input_size
+        start = f"{folder.folder} (sha of weights: {folder.meta.get('config', {}).get('weights')})"
+    encoder = build_encoder(name, weights, size, args.seed)
+    options = {} if size is None else {"input_size": int(size)}
+    return encoder, {"encoder": name, "options": options, "started_from": start}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``icbpl pretrain``: run Barlow Twins and write the encoder folder."""
+    from icbpl.device import cpu_threads
+    from icbpl.distributed import context
+
+    out = Path(args.out).expanduser()
+    ctx = context()
+    if ctx.is_main:
+        _check_out(out, args.resume)
+    with cpu_threads(args.threads):
+        if not ctx.is_main:
+            return _pretrain(args, out)
+        out.mkdir(parents=True, exist_ok=True)
+        with log_file(out / "log.txt", verbose=args.verbose):
+            return _pretrain(args, out)
+
+
+def _pretrain(args: argparse.Namespace, out: Path) -> int:
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from icbpl.distributed import context
+    from icbpl.pipeline import open_source
+    from icbpl.pretrain import pretrain_barlow_twins
+
+    logging.getLogger("icbpl.cli").info("%s", args.command_line)
+    ctx = context()
+    encoder, create = _encoder(args)
+    source = open_source(
+        args.path, args.dataset, args.split, include_hidden=bool(args.include_hidden)
+    )
+    n = len(source)
+    batch = args.batch_size or min(256, n - n % ctx.world_size)
+    if n < batch:
+        raise CliError(f"{n} images should be >= --batch-size {batch}; pass a smaller one")
+    steps = n // batch
+    start = _start_epoch(out, args.resume)
+    bar: Any = tqdm(
+        total=args.epochs * steps,
+        initial=start * steps,
+        desc="barlow twins",
+        unit="step",
+        disable=args.quiet or not ctx.is_main,
+    )
+
+    def on_step(epoch: int, step: int, losses: dict[str, float]) -> None:
+        bar.set_postfix(epoch=f"{epoch + 1}/{args.epochs}", loss=f"{losses['loss']:.1f}")
+        bar.update(1)
+
+    try:
+        result = pretrain_barlow_twins(
+            encoder,
+            source,
+            epochs=args.epochs,
+            batch_size=batch,
+            projector=args.projector,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            warmup_epochs=min(10, args.epochs // 10),
+            device=args.device,
+            precision=args.precision,
+            seed=args.seed,
+            out_dir=out,
+            resume=args.resume,
+            on_step=on_step,
+            max_seconds=None if args.minutes is None else 60.0 * args.minutes,
+            metadata={"create": create, "images": {"path": str(Path(args.path).resolve()), "n": n}},
+        )
+    finally:
+        bar.close()
+    if ctx.is_main:
+        _print_result(args, out, result, n)
+    return 0
+
+
+def _print_result(args: argparse.Namespace, out: Path, result: Any, n: int) -> None:
+    history = result.history
+    done = int(history[-1]["epoch"]) + 1 if history else 0
+    name = result.encoder.config.name
+    loss = f"loss {history[0]['loss']:.1f} -> {history[-1]['loss']:.1f}" if history else ""
+    print(
+        f"pre-trained {name} with Barlow Twins on {n} images: epoch {done} of {args.epochs} "
+        f"({loss}; {result.seconds_per_epoch:.1f} s per epoch)"
+    )
+    if done < args.epochs:
+        print(
+            f"stopped by --minutes {args.minutes:g}; the same command with --resume continues "
+            f"from epoch {done}",
+            file=sys.stderr,
+        )
+    print(f"wrote {out}/ (encoder.safetensors, encoder.json, checkpoint/, log.txt)")
+    print(f"use it: icbpl cluster {args.path} --k K --weights {out}")

@@ -1,0 +1,281 @@
+"""``run_cluster`` with ``finetune="last2"`` or ``"all"``: gradients reach the encoder.
+
+The images, the encoder and the head are trained together by :func:`icbpl.finetune.finetune`
+(augmented views made on the fly, neighbours re-mined from the current encoder every
+``refresh_every`` epochs). The results folder holds the same files as a frozen run, plus the
+fine-tuned encoder under ``encoder/`` (an encoder folder, `icbpl.pretrain.read_encoder_folder`),
+which :func:`icbpl.pipeline.predict_run` uses. Under ``torchrun`` every rank trains on its share
+of each global batch and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
+from icbpl.pipeline._stages import (
+    build_encoder,
+    image_paths,
+    jsonable,
+    open_source,
+    seeded_torch,
+    write_assignments,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from icbpl.pipeline._run import ClusterRun
+
+__all__ = ["FINETUNED_ENCODER", "run_finetune"]
+
+logger = logging.getLogger(__name__)
+
+#: Where a fine-tuning run keeps its encoder, inside the results folder.
+FINETUNED_ENCODER = Path("encoder") / "encoder.safetensors"
+
+
+def _global_batch(config: ClusterConfig, n: int, world: int) -> int:
+    batch = min(config.train_batch_size, n)
+    batch -= batch % world
+    if batch < 2:
+        raise PipelineError(
+            f"{n} images are too few for fine-tuning in {world} processes; add images"
+        )
+    return batch
+
+
+def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    from icbpl.distributed import context
+    from icbpl.finetune import finetune
+    from icbpl.objective import LossWeights
+
+    ctx = context()
+    n = len(source)
+    epochs = config.resolved_epochs(n)
+    batch = _global_batch(config, n, ctx.world_size)
+    bar: Any = tqdm(
+        total=epochs * (n // batch),
+        desc=f"fine-tuning ({config.finetune})",
+        unit="step",
+        disable=not (progress and ctx.is_main),
+    )
+
+    def on_step(epoch: int, step: int, losses: dict[str, float]) -> None:
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{losses['total']:.3f}")
+        bar.update(1)
+
+    try:
+        with seeded_torch(config.seed):
+            return finetune(
+                encoder,
+                source,
+                k,
+                strategy=config.finetune,
+                latent_dim=config.latent_dim,
+                hidden=config.hidden,
+                epochs=epochs,
+                batch_size=batch,
+                lr=config.lr,
+                encoder_lr=config.encoder_lr,
+                weight_decay=config.weight_decay,
+                weights=LossWeights(*config.loss_weights[:4]),
+                distance=config.distance,
+                n_neighbours=min(config.n_neighbours, n - 1),
+                refresh_every=config.refresh_every,
+                n_views=config.views,
+                device=config.device,
+                precision=config.precision,
+                seed=config.seed,
+                labels=source.labels,
+                on_step=on_step,
+            )
+    finally:
+        bar.close()
+
+
+def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
+    """An `icbpl.ICBPL` holding the fine-tuned head (for ``model/`` and `predict_run`)."""
+    from icbpl.estimator import ICBPL
+
+    model = ICBPL(
+        n_clusters=k,
+        latent_dim=config.latent_dim,
+        hidden=config.hidden,
+        epochs=epochs,
+        batch_size=result.config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        loss_weights=config.loss_weights,
+        distance=config.distance,
+        n_neighbours=result.config.n_neighbours,
+        refresh_every=config.refresh_every,
+        random_state=config.seed,
+    )
+    model.head_ = result.head.cpu().eval()
+    model.centroids_ = np.asarray(result.centroids, dtype=np.float32)
+    model.classifier_ = None
+    model.self_label_ = None
+    model.n_features_in_ = int(result.head.in_dim)
+    model.best_epoch_ = epochs - 1  # no label-free selection: the last epoch's model
+    model.labels_ = result.labels
+    model.history_ = []
+    model.heads_ = []
+    return model
+
+
+def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
+    from icbpl.checkpoint import save_weights
+    from icbpl.pretrain import encoder_metadata
+
+    options = {} if config.input_size is None else {"input_size": config.input_size}
+    create = {"encoder": config.encoder, "options": options, "started_from": config.weights}
+    meta = encoder_metadata(result.encoder, finetune=result.config.to_dict(), create=create)
+    return save_weights(out / FINETUNED_ENCODER, result.encoder.state_dict(), meta)
+
+
+def _summary(
+    config: ClusterConfig,
+    source: Any,
+    result: Any,
+    model: Any,
+    clusters: np.ndarray,
+    timings: dict[str, float],
+    command: str | None,
+    start_digest: str,
+) -> dict[str, Any]:
+    """``summary.json`` of a fine-tuning run (the keys of a frozen run's, plus ``finetune``)."""
+    from icbpl import __version__
+    from icbpl.distributed import context
+    from icbpl.features import weights_digest
+    from icbpl.metrics import evaluate
+
+    k, n, labels = model.n_clusters, len(source), source.labels
+    epochs = model.epochs
+    sizes = np.bincount(clusters, minlength=k)
+    enc_cfg = result.encoder.config
+    summary: dict[str, Any] = {
+        "icbpl_version": __version__,
+        "command": command,
+        "settings": config.to_dict(),
+        "n_clusters": k,
+        "k_choice": None,
+        "n_images": n,
+        "source": {
+            "path": str(Path(config.path).expanduser().resolve()),
+            "dataset": config.dataset,
+            "split": config.split,
+            "type": type(source).__name__,
+            "fingerprint": source.fingerprint(),
+        },
+        "encoder": {**enc_cfg.to_dict(), "weights_digest": weights_digest(result.encoder)},
+        "finetune": {
+            "strategy": config.finetune,
+            "encoder_file": str(FINETUNED_ENCODER),
+            "start_weights_digest": start_digest,
+            "processes": context().world_size,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "config": result.config.to_dict(),
+        },
+        "features": {},
+        "icbpl": model.get_params(),
+        "class_names": source.class_names,
+        "skipped": [list(item) for item in source.skipped],
+        "degraded": [list(item) for item in getattr(source, "degraded", [])],
+        "duplicate_groups": getattr(source, "duplicate_groups", []),
+        "cluster_sizes": sizes.tolist(),
+        "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
+        "metrics": evaluate(labels, clusters) if labels is not None else None,
+        "best_epoch": epochs - 1,
+        "heads": [],
+        "self_label": None,
+        "timings": timings,
+        "history": result.history,
+    }
+    return summary
+
+
+def run_finetune(
+    config: ClusterConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    on_stage: Callable[[str], None] | None = None,
+    command: str | None = None,
+) -> ClusterRun:
+    """`icbpl.pipeline.run_cluster` for ``config.finetune`` ``"last2"``/``"all"``.
+
+    Returns the same `icbpl.pipeline.ClusterRun` (on ranks other than 0 with an empty summary:
+    they write nothing).
+    """
+    from icbpl.distributed import context
+    from icbpl.features import weights_digest
+    from icbpl.pipeline._run import ClusterRun
+
+    config.validate()
+    ctx = context()
+    out = Path(out_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    stage = on_stage or (lambda name: None)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def timed(name: str) -> Iterator[None]:
+        stage(name)
+        t0 = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
+
+    with timed("encoder"):
+        encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
+        start_digest = weights_digest(encoder)
+    with timed("images"):
+        source = open_source(
+            config.path,
+            config.dataset,
+            config.split,
+            progress=progress and ctx.is_main,
+            include_hidden=config.include_hidden,
+        )
+        n, k = len(source), int(config.k)
+        if n < k:
+            raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
+    with timed("finetune"):
+        result = _train(config, encoder, source, k, progress)
+    epochs = config.resolved_epochs(n)
+    if not ctx.is_main:
+        return ClusterRun(out_dir=out, summary={}, labels=result.labels, source=source)
+
+    with timed("write"):
+        model = _estimator(result, config, k, epochs)
+        latent = np.asarray(result.latent, dtype=np.float32)
+        clusters = np.asarray(result.labels, dtype=np.int64)
+        scores = (latent @ model.centroids_.T)[np.arange(n), clusters]
+        labels = source.labels
+        write_assignments(
+            out / "assignments.csv", list(source.ids), image_paths(source), clusters, scores, labels
+        )
+        np.save(out / "latent.npy", latent)
+        np.save(out / "neighbours.npy", np.asarray(result.neighbours, dtype=np.int64))
+        model.save(out / "model")
+        _save_encoder(result, out, config)
+        write_json(
+            out / "config.json",
+            {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "config": config.to_dict()},
+        )
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    summary = _summary(config, source, result, model, clusters, timings, command, start_digest)
+    write_json(out / "summary.json", summary)
+    logger.info("wrote results to %s (%.1f s)", out, timings["total"])
+    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
