@@ -156,11 +156,9 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     )
     choice = summary.get("k_choice")
     if choice:
-        lo, hi = choice["k_range"]
-        top = ", ".join(map(str, choice["top"]))
         print(
-            f"k={k} chosen without labels from {lo}..{hi} by {choice['method']} "
-            f"(best three: {top}; all scores under k_choice in summary.json)"
+            f"k={k} chosen without labels: {choice['message']} "
+            "(all scores under k_choice in summary.json)"
         )
     sizes = summary["cluster_sizes"]
     print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(sizes)))
@@ -219,7 +217,12 @@ def _run_and_report(args: argparse.Namespace, config: Any, out: Path) -> tuple[A
         reporter = StageReporter(epochs=config.epochs, quiet=args.quiet)
         try:
             run = run_cluster(
-                config, out, progress=not args.quiet, on_stage=reporter, command=args.command_line
+                config,
+                out,
+                progress=not args.quiet,
+                on_stage=reporter,
+                on_note=reporter.note,
+                command=args.command_line,
             )
         finally:
             reporter.close()

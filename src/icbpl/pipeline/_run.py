@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]
 
+#: Fewer images than this per cluster get a warning: too few to learn or judge clusters from.
+MIN_PER_CLUSTER = 5
+
 
 @dataclass
 class ClusterRun:
@@ -78,6 +81,7 @@ def run_cluster(
     *,
     progress: bool = True,
     on_stage: StageCallback | None = None,
+    on_note: StageCallback | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Cluster the images ``config`` names and write a results folder (see the module notes).
@@ -89,6 +93,8 @@ def run_cluster(
         on_stage: called with each stage's name as it starts (``"encoder"``, ``"images"``,
             ``"features"``, ``"choose_k"`` (``k="auto"`` only), ``"neighbours"``, ``"train"``,
             ``"write"``).
+        on_note: called with one-line news worth showing on screen as it happens (the chosen k
+            and its best candidates, before training).
         command: the command line, recorded in ``summary.json``.
 
     Raises:
@@ -167,6 +173,16 @@ def run_cluster(
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
     if n < k:
         raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
+    if k_choice is not None and on_note is not None:
+        on_note(f"k={k} chosen without labels: {k_choice['message']}")
+    if n < MIN_PER_CLUSTER * k:
+        logger.warning(
+            "only %d images for k=%d clusters (fewer than %d per cluster): the clusters and the "
+            "label-free epoch selection say little at this size; add images or lower --k",
+            n,
+            k,
+            MIN_PER_CLUSTER,
+        )
     n_neighbours = min(config.n_neighbours, n - 1)
     if n_neighbours < config.n_neighbours:
         logger.warning(

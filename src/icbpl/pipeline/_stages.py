@@ -116,8 +116,9 @@ def resolve_k(
 
     ``"auto"`` runs `icbpl.choose_k.choose_k` (its default label-free criterion) over
     ``k_range[0]..k_range[1]``, capped below the number of images; the second value then holds
-    the candidates, the criterion, the best three k and the score of every candidate (for
-    ``summary.json``). An integer ``k`` is returned as it is, with ``None``.
+    the candidates, the criterion, the best three k, whether the answer is clear, a one-line
+    ``message`` for the screen and the score of every candidate (for ``summary.json``).
+    An integer ``k`` is returned as it is, with ``None``.
 
     Raises:
         PipelineError: ``k="auto"`` with no more images than the smallest candidate.
@@ -137,13 +138,16 @@ def resolve_k(
     if top < hi:
         logger.info("k='auto': %d images, so candidates %d..%d instead of ..%d", n, lo, top, hi)
     chosen = choose_k(features, k_range=range(lo, top + 1), seed=seed, progress=progress)
-    logger.info("k='auto': chose k=%d from %d..%d", chosen.best_k, lo, top)
+    tried = f"{lo}..{top}" + (f" (capped below the {n} images)" if top < hi else "")
     info = {
         "k_range": [lo, top],
-        "method": chosen.details.get("method"),
+        "method": "silhouette_gap",
         "top": chosen.details.get("top"),
+        "clear": chosen.details.get("clear"),
+        "message": f"{chosen.details.get('message')}; tried k = {tried}",
         "scores": {str(c): round(v, 6) for c, v in chosen.scores.items()},
     }
+    logger.info("k='auto': %s", info["message"])
     return int(chosen.best_k), info
 
 
