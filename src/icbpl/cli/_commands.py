@@ -262,6 +262,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         reporter.close()
     print(f"assigned {pred.n_images} images to the {len(pred.sizes)} clusters of {args.run}")
     print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(pred.sizes)))
+    if pred.unassigned is not None:
+        print(
+            f"unassigned: {int(pred.unassigned.sum())} image(s) far from every cluster (column "
+            "'unassigned'; rule under 'novelty' in the run's summary.json)"
+        )
     if pred.metrics:
         print(f"{format_metrics(pred.metrics)}  (against the known labels)")
     print(f"wrote {pred.out_csv}")

@@ -223,10 +223,13 @@ def write_assignments(
     clusters: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray | None = None,
+    unassigned: np.ndarray | None = None,
 ) -> Path:
-    """Write ``id,path,cluster,score[,label]`` rows (score with 6 decimals) and return the path."""
+    """Write ``id,path,cluster,score[,label][,unassigned]`` rows (score with 6 decimals;
+    ``unassigned`` 1 for images far from every cluster) and return the path."""
     out = Path(path)
     header = ["id", "path", "cluster", "score"] + (["label"] if labels is not None else [])
+    header += ["unassigned"] if unassigned is not None else []
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -234,6 +237,8 @@ def write_assignments(
             row = [ident, p, int(clusters[i]), f"{float(scores[i]):.6f}"]
             if labels is not None:
                 row.append(int(labels[i]))
+            if unassigned is not None:
+                row.append(int(unassigned[i]))
             writer.writerow(row)
     return out
 
