@@ -54,5 +54,5 @@ def test_confidence_is_low_between_two_clusters() -> None:
 
 def test_calibrate_checks_the_quantile() -> None:
     assert calibrate(np.arange(101.0), 0.1) == pytest.approx(10.0)
-    with pytest.raises(ValueError, match="quantile=1.5 should be in"):
+    with pytest.raises(ValueError, match=r"quantile=1\.5 should be in"):
         calibrate(np.ones(3), 1.5)
