@@ -188,7 +188,15 @@ def test_predict_with_the_saved_run(run: dict[str, object], folder: Path, tmp_pa
         ["predict", out, folder, "--out", pred, "--no-cache", "--threads", "1", "-q"]
     )
     assert code == 0, err
-    assert pred.read_bytes() == (out / "assignments.csv").read_bytes()
+    header, rows = read_csv(pred)
+    _, train = read_csv(out / "assignments.csv")
+    assert header == ["id", "path", "cluster", "score", "label", "unassigned"]
+    assert [{k: r[k] for k in train[0]} for r in rows] == train
+    # the threshold is the (interpolated) 5% quantile of these very images: at most
+    # ceil(0.05 * (n - 1)) of them fall below it
+    refused = sum(r["unassigned"] == "1" for r in rows)
+    assert refused <= np.ceil(0.05 * (len(rows) - 1))
+    assert f"unassigned: {refused} image(s) far from every cluster" in stdout
     assert f"wrote {pred}" in stdout
 
     new = tmp_path / "new"
@@ -198,7 +206,7 @@ def test_predict_with_the_saved_run(run: dict[str, object], folder: Path, tmp_pa
     code, _, err = run_main(["predict", out, new, "--out", tmp_path / "new.csv", "-q"])
     assert code == 0, err
     header, rows = read_csv(tmp_path / "new.csv")
-    assert header == ["id", "path", "cluster", "score"]  # no labels: no label column
+    assert header == ["id", "path", "cluster", "score", "unassigned"]  # no labels: no label
     assert [r["id"] for r in rows] == ["0.png", "1.png", "2.png"]
     assert all(0 <= int(r["cluster"]) < 3 and -1 <= float(r["score"]) <= 1 for r in rows)
 
@@ -226,7 +234,9 @@ def test_predict_via_the_installed_command(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert pred.read_bytes() == (out / "assignments.csv").read_bytes()
+    _, rows = read_csv(pred)
+    _, train = read_csv(out / "assignments.csv")
+    assert [{k: r[k] for k in train[0]} for r in rows] == train  # plus the 'unassigned' column
     assert "assigned 24 images" in done.stdout
 
 

@@ -89,7 +89,8 @@ def test_resolve_k_caps_the_range_below_the_image_count() -> None:
     k, info = resolve_k("auto", (2, 50), features, seed=0)
     assert info is not None and info["k_range"] == [2, 11] and 2 <= k <= 11
     assert sorted(int(c) for c in info["scores"]) == list(range(2, 12))
-    assert info["method"] == "cut_gap" and k in info["top"]
+    assert info["method"] == "silhouette_gap" and k in info["top"]
+    assert info["message"].endswith("tried k = 2..11 (capped below the 12 images)")
     assert resolve_k(7, (2, 50), features, seed=0) == (7, None)
     with pytest.raises(PipelineError, match=r"k_range 12\.\.20 needs more than 12 images"):
         resolve_k("auto", (12, 20), features, seed=0)
@@ -98,13 +99,16 @@ def test_resolve_k_caps_the_range_below_the_image_count() -> None:
 def test_k_auto_with_k_range_end_to_end(folder: Path, tmp_path: Path) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = ["cluster", folder, "--k", "auto", "--k-range", "2..4", "--out", out]
-    code, stdout, err = run_main([*argv, "--cache-dir", cache, *FAST])
+    loud = [a for a in FAST if a != "--quiet"]
+    code, stdout, err = run_main([*argv, "--cache-dir", cache, *loud])
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     k = summary["n_clusters"]
     assert 2 <= k <= 4 and len(summary["cluster_sizes"]) == k
     assert f"into {k} clusters" in stdout
-    assert f"k={k} chosen without labels from 2..4 by cut_gap (best three: " in stdout
+    assert f"k={k} chosen without labels: " in stdout and "tried k = 2..4" in stdout
+    # shown on stderr before training starts
+    assert err.index(f"icbpl: k={k} chosen without labels") < err.index("training the ICBPL")
     assert summary["settings"]["k"] == "auto" and summary["settings"]["k_range"] == [2, 4]
     assert summary["k_choice"]["k_range"] == [2, 4]
     assert set(summary["k_choice"]["scores"]) == {"2", "3", "4"}

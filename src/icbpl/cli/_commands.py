@@ -181,11 +181,9 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     )
     choice = summary.get("k_choice")
     if choice:
-        lo, hi = choice["k_range"]
-        top = ", ".join(map(str, choice["top"]))
         print(
-            f"k={k} chosen without labels from {lo}..{hi} by {choice['method']} "
-            f"(best three: {top}; all scores under k_choice in summary.json)"
+            f"k={k} chosen without labels: {choice['message']} "
+            "(all scores under k_choice in summary.json)"
         )
     sizes = summary["cluster_sizes"]
     print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(sizes)))
@@ -264,6 +262,7 @@ def _run_and_report(args: argparse.Namespace, config: Any, folder: Path) -> tupl
                 folder,
                 progress=not args.quiet,
                 on_stage=reporter,
+                on_note=reporter.note,
                 command=args.command_line,
             )
         finally:
@@ -304,6 +303,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         reporter.close()
     print(f"assigned {pred.n_images} images to the {len(pred.sizes)} clusters of {args.run}")
     print("cluster sizes: " + " ".join(f"{c}:{s}" for c, s in enumerate(pred.sizes)))
+    if pred.unassigned is not None:
+        print(
+            f"unassigned: {int(pred.unassigned.sum())} image(s) far from every cluster (column "
+            "'unassigned'; rule under 'novelty' in the run's summary.json)"
+        )
     if pred.metrics:
         print(f"{format_metrics(pred.metrics)}  (against the known labels)")
     print(f"wrote {pred.out_csv}")

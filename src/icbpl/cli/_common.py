@@ -189,6 +189,11 @@ class StageReporter:
             self._progress = EpochProgress(self.epochs, disable=self.quiet)
             logging.getLogger("icbpl.training").addHandler(self._progress)
 
+    def note(self, text: str) -> None:
+        """Show one line of news (e.g. the chosen k) as it happens."""
+        if not self.quiet:
+            print(f"icbpl: {text}", file=self.stream, flush=True)
+
     def close(self) -> None:
         """Remove the training bar, if one is shown."""
         if self._progress is not None:

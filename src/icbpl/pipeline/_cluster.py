@@ -22,6 +22,7 @@ def run_cluster(
     overwrite: bool = False,
     progress: bool = True,
     on_stage: StageCallback | None = None,
+    on_note: StageCallback | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Cluster the images ``config`` names and write a results folder (see the module notes).
@@ -34,7 +35,7 @@ def run_cluster(
         out_dir: results folder: new, empty, or (with ``overwrite``) an earlier run's.
         overwrite: replace the results of an earlier run in ``out_dir`` (only the files its
             manifest lists; a folder icbpl did not write is always refused).
-        progress, on_stage, command: as for `cluster_into`.
+        progress, on_stage, on_note, command: as for `cluster_into`.
 
     Raises:
         PipelineError: as `cluster_into`; ``out_dir`` not usable (`ResultsFolder`).
@@ -47,7 +48,14 @@ def run_cluster(
         if not context().is_main:  # a torchrun rank > 0: trains its share, writes nothing
             return cluster_into(config, out, progress=False, on_stage=on_stage, command=command)
     with ResultsFolder(out, overwrite=overwrite) as staging:
-        run = cluster_into(config, staging, progress=progress, on_stage=on_stage, command=command)
+        run = cluster_into(
+            config,
+            staging,
+            progress=progress,
+            on_stage=on_stage,
+            on_note=on_note,
+            command=command,
+        )
     run.out_dir = out
     logger.info("wrote results to %s", out)
     return run

@@ -26,6 +26,7 @@ from icbpl.pipeline._stages import (
     image_paths,
     jsonable,
     open_source,
+    save_npy,
     seeded_torch,
     write_assignments,
     write_json,
@@ -266,8 +267,8 @@ def run_finetune(
         write_assignments(
             out / "assignments.csv", list(source.ids), image_paths(source), clusters, scores, labels
         )
-        np.save(out / "latent.npy", latent)
-        np.save(out / "neighbours.npy", np.asarray(result.neighbours, dtype=np.int64))
+        save_npy(out / "latent.npy", latent)
+        save_npy(out / "neighbours.npy", np.asarray(result.neighbours, dtype=np.int64))
         model.save(out / "model")
         _save_encoder(result, out, config)
         write_json(

@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]
 
+#: Fewer images than this per cluster get a warning: too few to learn or judge clusters from.
+MIN_PER_CLUSTER = 5
+#: The encoder-feature centroid of every cluster, for the novelty rule of `predict_run`.
+FEATURE_CENTROIDS = "feature_centroids.npy"
+
 
 @dataclass
 class ClusterRun:
@@ -63,7 +68,8 @@ class ClusterRun:
 
 @dataclass
 class Prediction:
-    """What :func:`predict_run` produced: the CSV written and a summary of it."""
+    """What :func:`predict_run` produced: the CSV written and a summary of it; ``unassigned``
+    marks the images far from every cluster (`icbpl.novelty`; ``None`` for older runs)."""
 
     out_csv: Path
     labels: np.ndarray
@@ -72,6 +78,7 @@ class Prediction:
     metrics: dict[str, float] | None
     skipped: list[tuple[str, str]]
     n_images: int
+    unassigned: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------ cluster
@@ -81,6 +88,7 @@ def cluster_into(
     *,
     progress: bool = True,
     on_stage: StageCallback | None = None,
+    on_note: StageCallback | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Run the stages and write the results into the existing ``folder`` (a staging folder of
@@ -94,6 +102,8 @@ def cluster_into(
             ``"features"``, ``"choose_k"`` (``k="auto"`` only), ``"neighbours"``, ``"train"``,
             ``"write"``; with ``config.finetune`` ``"last2"``/``"all"``: ``"encoder"``,
             ``"images"``, ``"finetune"``, ``"write"``).
+        on_note: called with one-line news worth showing on screen as it happens (the chosen k
+            and its best candidates, before training).
         command: the command line, recorded in ``summary.json``.
 
     Raises:
@@ -175,6 +185,16 @@ def cluster_into(
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
     if n < k:
         raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
+    if k_choice is not None and on_note is not None:
+        on_note(f"k={k} chosen without labels: {k_choice['message']}")
+    if n < MIN_PER_CLUSTER * k:
+        logger.warning(
+            "only %d images for k=%d clusters (fewer than %d per cluster): the clusters and the "
+            "label-free epoch selection say little at this size; add images or lower --k",
+            n,
+            k,
+            MIN_PER_CLUSTER,
+        )
     n_neighbours = min(config.n_neighbours, n - 1)
     if n_neighbours < config.n_neighbours:
         logger.warning(
@@ -222,6 +242,7 @@ def cluster_into(
             out / "assignments.csv", list(source.ids), paths, clusters, scores, labels
         )
         save_npy(out / "latent.npy", latent)
+        novelty = _save_novelty(out, features, clusters, k)
         if neighbours is not None and n_neighbours:
             save_npy(out / "neighbours.npy", neighbours[:, :n_neighbours].astype(np.int64))
         model.save(out / "model")
@@ -257,6 +278,7 @@ def cluster_into(
         "duplicate_groups": getattr(source, "duplicate_groups", []),
         "cluster_sizes": sizes.tolist(),
         "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
+        "novelty": novelty,
         "metrics": metrics,
         "best_epoch": int(model.best_epoch_),
         "heads": model.heads_,
@@ -267,6 +289,34 @@ def cluster_into(
     write_json(out / "summary.json", summary)
     logger.info("wrote the outputs into %s (%.1f s)", out, timings["total"])
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+
+
+def _save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:
+    """Write ``feature_centroids.npy`` and return the calibrated "unassigned" rule."""
+    from icbpl.novelty import DEFAULT_QUANTILE, calibrate, feature_centroids, similarity
+
+    centroids = feature_centroids(features, clusters, k)
+    save_npy(out / FEATURE_CENTROIDS, centroids)
+    threshold = calibrate(similarity(features, centroids), DEFAULT_QUANTILE)
+    return {
+        "threshold": round(threshold, 6),
+        "quantile": DEFAULT_QUANTILE,
+        "rule": "unassigned when the cosine of the encoder features to the nearest cluster's "
+        f"mean feature direction is below the threshold ({DEFAULT_QUANTILE:.0%} of the "
+        "training images are)",
+    }
+
+
+def _novelty_rule(run: Path) -> tuple[np.ndarray, float] | None:
+    """The run's feature centroids and threshold, or ``None`` for runs saved without them."""
+    summary = run / "summary.json"
+    if not (run / FEATURE_CENTROIDS).is_file() or not summary.is_file():
+        return None
+    rule = json.loads(summary.read_text("utf-8")).get("novelty") or {}
+    if "threshold" not in rule:
+        return None
+    centroids = np.load(run / FEATURE_CENTROIDS, allow_pickle=False)
+    return centroids, float(rule["threshold"])
 
 
 def _assign(
@@ -354,8 +404,18 @@ def predict_run(
     stage("assign")
     features = np.array(fs.features, dtype=np.float32)
     clusters, scores = _assign(model, features, model.transform(features))
+    unassigned = None
+    rule = _novelty_rule(run)
+    if rule is not None:
+        from icbpl.novelty import similarity
+
+        unassigned = similarity(features, rule[0]) < rule[1]
+    else:
+        logger.warning("%s has no novelty rule (an older run): no image is marked unassigned", run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_assignments(out, list(source.ids), image_paths(source), clusters, scores, source.labels)
+    write_assignments(
+        out, list(source.ids), image_paths(source), clusters, scores, source.labels, unassigned
+    )
     k = int(model.centroids_.shape[0])
     return Prediction(
         out_csv=out,
@@ -365,6 +425,7 @@ def predict_run(
         metrics=evaluate(source.labels, clusters) if source.labels is not None else None,
         skipped=list(source.skipped),
         n_images=len(source),
+        unassigned=unassigned,
     )
 
 

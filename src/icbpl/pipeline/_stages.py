@@ -26,6 +26,7 @@ RUN_OUTPUTS = (
     "assignments.csv",
     "latent.npy",
     "neighbours.npy",
+    "feature_centroids.npy",
     "summary.json",
     "config.json",
     "model",
@@ -118,8 +119,9 @@ def resolve_k(
 
     ``"auto"`` runs `icbpl.choose_k.choose_k` (its default label-free criterion) over
     ``k_range[0]..k_range[1]``, capped below the number of images; the second value then holds
-    the candidates, the criterion, the best three k and the score of every candidate (for
-    ``summary.json``). An integer ``k`` is returned as it is, with ``None``.
+    the candidates, the criterion, the best three k, whether the answer is clear, a one-line
+    ``message`` for the screen and the score of every candidate (for ``summary.json``).
+    An integer ``k`` is returned as it is, with ``None``.
 
     Raises:
         PipelineError: ``k="auto"`` with no more images than the smallest candidate.
@@ -139,13 +141,16 @@ def resolve_k(
     if top < hi:
         logger.info("k='auto': %d images, so candidates %d..%d instead of ..%d", n, lo, top, hi)
     chosen = choose_k(features, k_range=range(lo, top + 1), seed=seed, progress=progress)
-    logger.info("k='auto': chose k=%d from %d..%d", chosen.best_k, lo, top)
+    tried = f"{lo}..{top}" + (f" (capped below the {n} images)" if top < hi else "")
     info = {
         "k_range": [lo, top],
-        "method": chosen.details.get("method"),
+        "method": "silhouette_gap",
         "top": chosen.details.get("top"),
+        "clear": chosen.details.get("clear"),
+        "message": f"{chosen.details.get('message')}; tried k = {tried}",
         "scores": {str(c): round(v, 6) for c, v in chosen.scores.items()},
     }
+    logger.info("k='auto': %s", info["message"])
     return int(chosen.best_k), info
 
 
@@ -206,15 +211,13 @@ def write_assignments(
     clusters: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray | None = None,
+    unassigned: np.ndarray | None = None,
 ) -> Path:
-    """Write ``id,path,cluster,score[,label]`` rows (score with 6 decimals) and return the path.
-
-    The file is replaced atomically. ``id`` and ``path`` cells that a spreadsheet would read as a
-    formula are neutralised (`neutralise_cell`; `restore_cell` gives the raw text back, and
-    `neutralised_rows` lists them for ``summary.json``).
-    """
+    """Write ``id,path,cluster,score[,label][,unassigned]`` rows (score with 6 decimals;
+    ``unassigned`` 1 for images far from every cluster) and return the path."""
     out = Path(path)
     header = ["id", "path", "cluster", "score"] + (["label"] if labels is not None else [])
+    header += ["unassigned"] if unassigned is not None else []
     with atomic_open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -223,6 +226,8 @@ def write_assignments(
             row.append(f"{float(scores[i]):.6f}")
             if labels is not None:
                 row.append(int(labels[i]))
+            if unassigned is not None:
+                row.append(int(unassigned[i]))
             writer.writerow(row)
     return out
 
