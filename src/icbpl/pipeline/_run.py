@@ -159,9 +159,10 @@ def run_cluster(
             seed=config.seed,
             progress=progress,
         )
-        # copies: the cache's arrays are read-only memory maps
-        features = np.array(fs.features, dtype=np.float32)
-        views = np.array(fs.views, dtype=np.float32) if fs.views is not None else None
+        # the cache's read-only memory maps, never copied whole: neighbours, training and
+        # writing read them block by block
+        features = np.asarray(fs.features, dtype=np.float32)
+        views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
 
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
@@ -253,11 +254,22 @@ def run_cluster(
         "heads": model.heads_,
         "self_label": model.self_label_,
         "timings": timings,
+        "peak_rss_mb": peak_rss_mb(),
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
     write_json(out / "summary.json", summary)
     logger.info("wrote results to %s (%.1f s)", out, timings["total"])
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``getrusage``; memory-mapped pages
+    that were read count too)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _assign(
@@ -336,7 +348,7 @@ def predict_run(
         progress=progress,
     )
     stage("assign")
-    features = np.array(fs.features, dtype=np.float32)
+    features = np.asarray(fs.features, dtype=np.float32)
     clusters, scores = _assign(model, features, model.transform(features))
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
