@@ -89,8 +89,9 @@ def _exact_sample(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return best_i[~own].reshape(len(q), k)
 
 
-def one_size(n: int, d: int, work: Path) -> dict[str, Any]:
-    """All stages on one synthetic size (run in a fresh process)."""
+def one_size(n: int, d: int, work: Path, fit: bool = True) -> dict[str, Any]:
+    """All stages on one synthetic size (run in a fresh process); without ``fit`` the whole
+    fit is skipped and writing uses a one-epoch model."""
     import torch
 
     from icbpl import ICBPL
@@ -106,9 +107,11 @@ def one_size(n: int, d: int, work: Path) -> dict[str, Any]:
     c = torch.from_numpy(make_pedcc(K, 100)).float()
     cfg = TrainConfig(n_clusters=K, epochs=1)
     _, res["epoch"] = _timed(lambda: train_head(xt, c, cfg, neighbours=nb))
-    model = ICBPL(n_clusters=K)
+    model = ICBPL(n_clusters=K) if fit else ICBPL(n_clusters=K, epochs=1)
     _, res["fit"] = _timed(lambda: model.fit(x, neighbours=nb))
     res["epochs_run"], res["best_epoch"] = len(model.history_), model.best_epoch_
+    if not fit:
+        res["fit"] = None
 
     def write() -> None:
         latent = model.transform(x)
@@ -195,6 +198,7 @@ def help_time() -> dict[str, float]:
 
 
 def _exponent(rows: list[dict[str, Any]], stage: str, key: str) -> float:
+    rows = [r for r in rows if r[stage]]
     if len(rows) < 2:
         return float("nan")
     n = np.log([r["n"] for r in rows])
@@ -209,7 +213,9 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cell = {s: f"{r[s]['cpu_s']:.1f} / {r[s]['wall_s']:.1f}" for s in STAGES}
+        cell = {
+            s: f"{r[s]['cpu_s']:.1f} / {r[s]['wall_s']:.1f}" if r[s] else "not run" for s in STAGES
+        }
         out.append(
             f"| {r['n']:,} | {r['d']} | {cell['neighbours']} ({r['method']}) | "
             f"{r['recall4']:.4f} | {cell['epoch']} | {cell['fit']} ({r['epochs_run']}) | "
@@ -227,22 +233,27 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000, 1_000_000])
     p.add_argument("--dims", type=int, nargs="+", help="D per size (default 1280 each)")
     p.add_argument("--ratio-n", type=int, default=20_000)
-    p.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--fit-max", type=int, default=10**9, help="skip the whole fit above this N")
+    p.add_argument("--reuse", type=Path, help="JSON lines of rows measured before (same code)")
+    p.add_argument("--one", type=int, nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-            print("ROW " + json.dumps(one_size(args.one[0], args.one[1], Path(tmp))), flush=True)
+            row = one_size(args.one[0], args.one[1], Path(tmp), fit=bool(args.one[2]))
+            print("ROW " + json.dumps(row), flush=True)
         return
     dims = args.dims or [1280] * len(args.sizes)
     load = os.getloadavg()
-    rows = []
+    rows = [json.loads(line) for line in args.reuse.read_text().splitlines()] if args.reuse else []
     for n, d in zip(args.sizes, dims, strict=True):
-        cmd = [sys.executable, __file__, "--one", str(n), str(d)]
+        fit = int(n <= args.fit_max)
+        cmd = [sys.executable, __file__, "--one", str(n), str(d), str(fit)]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         row = json.loads(done.stdout.split("ROW ", 1)[1])
         rows.append(row)
         print(json.dumps(row), flush=True)
+    rows.sort(key=lambda r: r["n"])
     with tempfile.TemporaryDirectory() as tmp:
         ratio = epoch_ratio(args.ratio_n, 1280, Path(tmp))
     print(json.dumps(ratio), flush=True)
@@ -263,7 +274,8 @@ def main() -> None:
             "read-only from a .npy file; neighbours k = 4 (`method='auto'`); epoch and fit: "
             "the paper's head (512 hidden, d = 100), batch 100, no views; fit = `ICBPL` "
             "defaults (at most 60 epochs, patience 10); peak RSS counts the memory-mapped "
-            "pages that were read\n",
+            "pages that were read; `not run`: the whole fit was skipped at that size (no time "
+            "left in the session), writing then used a one-epoch model\n",
             *_table(rows),
             "",
             "Fitted growth exponent (slope of log time on log N, CPU-s / wall): "
