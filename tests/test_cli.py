@@ -120,6 +120,7 @@ def test_cluster_writes_summary_config_and_log(run: dict[str, object]) -> None:
         summary["timings"]
     )
     assert 1 <= summary["best_epoch"] <= 3
+    assert 0 < summary["peak_rss_mb"] < 2**20  # MiB of this process, memory maps included
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
     assert summary["features"]["views"] == 1  # the default
 

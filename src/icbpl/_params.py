@@ -36,7 +36,13 @@ class Constraint:
     """A predicate on one value and the phrase an error uses for it ("an integer >= 1")."""
 
     check: Callable[[Any], bool]
-    expected: str
+    expected_text: str | Callable[[], str]
+
+    @property
+    def expected(self) -> str:
+        """The phrase (computed on first use where it names options that import torch)."""
+        text = self.expected_text
+        return text if isinstance(text, str) else text()
 
 
 def integer(low: int) -> Constraint:
@@ -74,9 +80,18 @@ def _sequence_of(item: Callable[[Any], bool], lengths: tuple[int, ...] | None) -
 
 
 def _distances() -> tuple[str, ...]:
-    from icbpl.losses import DISTANCES
+    from icbpl.losses import DISTANCES  # imports torch: only when a distance is checked
 
     return tuple(sorted(DISTANCES))
+
+
+def _distance() -> Constraint:
+    """One of `icbpl.losses.DISTANCES`, looked up when a value is checked (so that importing
+    this table, as the CLI's parser does, loads no torch)."""
+    return Constraint(
+        lambda v: isinstance(v, str) and v in _distances(),
+        lambda: f"one of {', '.join(_distances())}",
+    )
 
 
 _DEVICE_TEXT = "None, 'cpu', 'cuda', 'cuda:<i>' or 'mps'"
@@ -96,7 +111,7 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
         _sequence_of(lambda w: _is_real(w) and math.isfinite(w) and w >= 0, (4, 5)),
         "4 or 5 numbers >= 0, finite (mmd, augmentation, neighbour, min_distance[, assignment])",
     ),
-    "distance": one_of(_distances()),
+    "distance": _distance(),
     "n_neighbours": integer(0),
     "refresh_every": integer(0),
     "min_distance_warmup": integer(0),
@@ -105,6 +120,7 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "init": one_of(INITS),
     "init_epochs": integer(1),
     "self_label_epochs": integer(0),
+    "patience": integer(0),
     "device": Constraint(
         lambda v: v is None or (isinstance(v, str) and bool(_DEVICE.fullmatch(v))), _DEVICE_TEXT
     ),

@@ -15,6 +15,7 @@ turns ``"auto"`` into a concrete choice and ``autocast_context`` applies it:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterator
 from typing import Literal
@@ -26,6 +27,7 @@ __all__ = [
     "autocast_context",
     "cpu_has_native_bf16",
     "cpu_threads",
+    "requested_threads",
     "resolve_device",
     "resolve_precision",
     "seeded",
@@ -148,6 +150,15 @@ def autocast_context(device: torch.device | str, precision: str = "auto") -> Ite
         yield resolved
 
 
+_REQUESTED: contextvars.ContextVar[int | None] = contextvars.ContextVar("threads", default=None)
+
+
+def requested_threads() -> int | None:
+    """The thread count an enclosing :func:`cpu_threads` block asked for (``--threads``), or
+    ``None``: then training picks its own (:func:`icbpl.training.train_head`)."""
+    return _REQUESTED.get()
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` CPU threads for torch (and so ONNX Runtime, which follows
@@ -164,10 +175,12 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
+    token = _REQUESTED.set(n)
     try:
         with threadpool_limits(limits=n):
             yield
     finally:
+        _REQUESTED.reset(token)
         torch.set_num_threads(before)
 
 

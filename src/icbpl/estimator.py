@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         distance: ``cosine`` (paper), ``cosine_squared``, ``euclidean``, ``composite_cosine``.
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
+        patience: stop when the label-free score has not improved for this many epochs (beyond
+            the paper; 0 runs all ``epochs``). The kept epoch is the best-scoring one either way.
         min_distance_warmup: epochs before the min-distance loss is switched on.
         feature_power: inputs become ``sign(x) * |x| ** feature_power`` before the head's
             standardisation (beyond the paper; 0.5 is the signed square root, which helps pooled
@@ -103,6 +106,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         distance: str = "cosine",
         n_neighbours: int = 4,
         refresh_every: int = 30,
+        patience: int = 10,
         min_distance_warmup: int = 0,
         feature_power: float = 1.0,
         n_heads: int = 1,
@@ -123,6 +127,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.distance = distance
         self.n_neighbours = n_neighbours
         self.refresh_every = refresh_every
+        self.patience = patience
         self.min_distance_warmup = min_distance_warmup
         self.feature_power = feature_power
         self.n_heads = n_heads
@@ -147,6 +152,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             distance=str(self.distance),
             n_neighbours=int(self.n_neighbours),
             refresh_every=int(self.refresh_every),
+            patience=int(self.patience),
             min_distance_warmup=int(self.min_distance_warmup),
             feature_power=float(self.feature_power),
             init_epochs=int(self.init_epochs) if self.init != "random" else 0,
@@ -187,12 +193,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         centroids = torch.from_numpy(
             make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
         ).float()
-        xt = torch.from_numpy(x).to(device)
-        vt = torch.from_numpy(v).to(device) if v is not None else None
+        xt = _tensor(x, device)
+        vt = _tensor(v, device) if v is not None else None
         k_nb = int(self.n_neighbours)
         if nb_all is None and self.init == "scan":
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
-            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1))
+            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1), seed=config.seed)
         nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         results = []
         self.init_metrics_: list[dict[str, float]] = []
@@ -417,6 +423,14 @@ def _init_targets(
             "scan", x, k, neighbours=neighbours, views=views, seed=seed % (2**32), self_label=False
         ).labels
     return None
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``a`` as a tensor on ``device``; on the CPU it shares ``a``'s memory (a read-only memory
+    map stays one: training only reads it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a).to(device)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,10 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
         b = sum(D) / (4N^2 - 2N)     (mean off-diagonal squared distance, detached),
         MMD = mean(K_XX + K_YY - K_XY - K_YX).
 
-    With the defaults the bandwidths are {1/4, 1/2, 1, 2, 4} x b. Returns a scalar.
+    With the defaults the bandwidths are {1/4, 1/2, 1, 2, 4} x b. When ``kernel_mul`` is 2 only
+    the widest kernel is exponentiated; each narrower one is the square of the next wider
+    (``exp(-D / (b/2)) = exp(-D / b)^2``), so five kernels cost one ``exp`` and four products.
+    Returns a scalar.
     """
     n = z.shape[0]
     k = centroids.shape[0]
@@ -102,13 +105,26 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
     m = total.shape[0]
     bandwidth = dist2.detach().sum() / (m * m - m)
     bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
-    kernels = sum(torch.exp(-dist2 / (bandwidth * kernel_mul**i)) for i in range(kernel_num))
-    assert isinstance(kernels, Tensor)
+    kernels = _kernel_sum(dist2, bandwidth, kernel_mul, kernel_num)
     xx = kernels[:n, :n]
     yy = kernels[n:, n:]
     xy = kernels[:n, n:]
     yx = kernels[n:, :n]
     return (xx + yy - xy - yx).mean()
+
+
+def _kernel_sum(dist2: Tensor, bandwidth: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:
+    """``sum_i exp(-dist2 / (bandwidth * kernel_mul**i))`` for ``i < kernel_num``."""
+    if kernel_mul != 2.0:
+        return torch.stack(
+            [torch.exp(-dist2 / (bandwidth * kernel_mul**i)) for i in range(kernel_num)]
+        ).sum(0)
+    kernel = torch.exp(-dist2 / (bandwidth * 2.0 ** (kernel_num - 1)))
+    total = kernel
+    for _ in range(kernel_num - 1):
+        kernel = kernel * kernel
+        total = total + kernel
+    return total
 
 
 def augmentation_loss(z: Tensor, z_aug: Tensor, kind: str = "cosine") -> Tensor:

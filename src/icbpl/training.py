@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -14,20 +15,39 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from icbpl.device import requested_threads
 from icbpl.head import ProjectionHead
 from icbpl.metrics import cluster_sizes, evaluate
 from icbpl.neighbours import mine_neighbours
 from icbpl.objective import LossWeights, icbpl_objective
 from icbpl.selection import label_free_score
 
-__all__ = ["EpochRecord", "TrainConfig", "TrainResult", "train_head"]
+__all__ = [
+    "SMALL_BATCH",
+    "EpochRecord",
+    "TrainConfig",
+    "TrainResult",
+    "train_head",
+    "train_threads",
+]
 
 logger = logging.getLogger(__name__)
+
+SMALL_BATCH = 512
+"""Batches up to this many rows train on one torch thread by default: a step of the paper's
+head at batch 100 has too little work to share, and on a machine whose cores are busy two
+threads cost about 14x the CPU of one per step (docs/BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of head training (defaults: the paper's, section 4.2, unless noted)."""
+    """Hyper-parameters of head training (defaults: the paper's, section 4.2, unless noted).
+
+    ``patience`` (beyond the paper): stop once the label-free score has not improved for this
+    many epochs (0: run all ``epochs``). ``threads``: torch CPU threads while training; ``None``
+    keeps what an enclosing :func:`icbpl.device.cpu_threads` (``--threads``) asked for, else
+    one thread for batches up to :data:`SMALL_BATCH` rows (:func:`train_threads`).
+    """
 
     n_clusters: int = 10
     latent_dim: int = 100
@@ -45,6 +65,8 @@ class TrainConfig:
     init_epochs: int = 0
     assignment_temperature: float = 0.1
     seed: int = 0
+    patience: int = 0
+    threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -118,36 +140,101 @@ def _warm_start(
         )
 
 
-def _assignment_pair(
+def _step_latents(
     head: ProjectionHead,
     x: Tensor,
     views: Tensor | None,
+    nb_t: Tensor | None,
     idx: Tensor,
-    z: Tensor,
-    z_views: Tensor | None,
-    nb_t: Tensor,
+    assign: bool,
     gen: torch.Generator,
-) -> tuple[Tensor, Tensor]:
-    """Anchors and neighbours of the assignment loss, as SCAN feeds them: augmented views.
+) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[Tensor, Tensor] | None]:
+    """One head forward over a step's rows: samples, a random view of each, a random
+    neighbour of each and, for the assignment loss, a random (view of a) neighbour as SCAN
+    feeds them (the anchor is the sample's view, the original without views).
 
-    The anchor is the batch's view (the original without views); the partner is a random one of
-    each sample's neighbours, itself through a random view when there are views.
+    Returns ``(z, z_views, z_neighbours, z_assign)`` (``None`` where not used).
     """
-    col = torch.randint(nb_t.shape[1], (idx.numel(),), generator=gen).to(idx.device)
-    j = nb_t[idx, col]
-    if views is None or z_views is None:
-        return z, head(x[j])
-    pick = torch.randint(views.shape[0], (idx.numel(),), generator=gen).to(idx.device)
-    return z_views, head(views[pick, j])
+    b, dev = idx.numel(), idx.device
+    parts = [x[idx]]
+    if views is not None:
+        pick = torch.randint(views.shape[0], (b,), generator=gen).to(dev)
+        parts.append(views[pick, idx])
+    if nb_t is not None:
+        col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
+        parts.append(x[nb_t[idx, col]])
+    if nb_t is not None and assign:
+        col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
+        j = nb_t[idx, col]
+        if views is None:
+            parts.append(x[j])
+        else:
+            pick = torch.randint(views.shape[0], (b,), generator=gen).to(dev)
+            parts.append(views[pick, j])
+    out = list(head(torch.cat(parts) if len(parts) > 1 else parts[0]).split(b))
+    z = out.pop(0)
+    z_views = out.pop(0) if views is not None else None
+    z_nb = out.pop(0) if nb_t is not None else None
+    z_assign = (z if z_views is None else z_views, out.pop(0)) if out else None
+    return z, z_views, z_nb, z_assign
 
 
-def _embed(head: ProjectionHead, x: Tensor, batch: int = 4096) -> Tensor:
+def _embed_labels(
+    head: ProjectionHead, x: Tensor, centroids: Tensor, keep: bool, batch: int = 4096
+) -> tuple[np.ndarray, Tensor | None]:
+    """Every sample's nearest PEDCC point, and (with ``keep``) the latents (N, d)."""
     was_training = head.training
     head.eval()
+    labels, latents = [], []
     with torch.no_grad():
-        out = torch.cat([head(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
+        for i in range(0, x.shape[0], batch):
+            z = head(x[i : i + batch])
+            labels.append((z @ centroids.T).argmax(1).cpu())
+            if keep:
+                latents.append(z)
     head.train(was_training)
-    return out
+    return torch.cat(labels).numpy(), torch.cat(latents) if keep else None
+
+
+def _fit_standardisation(head: ProjectionHead, x: Tensor, block: int = 65536) -> None:
+    """:meth:`ProjectionHead.fit_standardisation`, by blocks of rows for large ``x`` (float64
+    sums), so a memory-mapped array is never transformed whole."""
+    if x.shape[0] <= block:
+        head.fit_standardisation(x)
+        return
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for i in range(0, x.shape[0], block):
+        part = head.power_transform(x[i : i + block]).double()
+        total += part.sum(0)
+        squares += (part * part).sum(0)
+    n = x.shape[0]
+    mean = total / n
+    std = ((squares - n * mean * mean).clamp_min(0.0) / (n - 1)).sqrt()
+    scale = std.clamp_min(0.1 * float(std.mean()) + 1e-12)
+    head.set_standardisation(mean.to(x.dtype), scale.to(x.dtype))
+
+
+def train_threads(config: TrainConfig, device: torch.device) -> int | None:
+    """Torch CPU threads for training (``None``: leave them as they are)."""
+    if device.type != "cpu" or requested_threads() is not None:
+        return config.threads
+    if config.threads is not None:
+        return config.threads
+    return 1 if config.batch_size <= SMALL_BATCH else None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_head(
@@ -180,22 +267,42 @@ def train_head(
             history and are never selected.
 
     The returned head is the one of the epoch with the best label-free score
-    (:func:`icbpl.selection.label_free_score`).
+    (:func:`icbpl.selection.label_free_score`). Each step runs the head once over the batch's
+    samples, views and neighbours together (one BatchNorm batch).
     """
+    if config.patience < 0:
+        raise ValueError(f"patience={config.patience} should be >= 0 (0: run all epochs)")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads={config.threads} should be >= 1 (or None)")
+    with _torch_threads(train_threads(config, x.device)):
+        return _train(x, centroids, config, views, neighbours, y, callback, init_targets)
+
+
+def _train(
+    x: Tensor,
+    centroids: Tensor,
+    config: TrainConfig,
+    views: Tensor | None,
+    neighbours: np.ndarray | None,
+    y: np.ndarray | None,
+    callback: Callable[[EpochRecord], None] | None,
+    init_targets: np.ndarray | None,
+) -> TrainResult:
     device = x.device
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     n, dim = x.shape
     head = ProjectionHead(dim, config.hidden, config.latent_dim, config.feature_power).to(device)
-    head.fit_standardisation(x)
-    opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    _fit_standardisation(head, x)
+    opt = torch.optim.Adam(
+        head.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+    )
     k_nb = config.n_neighbours
     nb = neighbours
     if nb is None and k_nb > 0:
-        nb = mine_neighbours(x, k_nb)
+        nb = mine_neighbours(x, k_nb, seed=config.seed)
     nb_t = torch.as_tensor(nb, device=device) if nb is not None else None
     input_nb = nb
-    n_views = 0 if views is None else views.shape[0]
     if init_targets is not None and config.init_epochs > 0:
         _warm_start(head, opt, x, centroids, init_targets, config, gen)
     if config.weights.assignment and nb_t is None:
@@ -208,67 +315,39 @@ def train_head(
         w = config.weights
         if config.min_distance_warmup and epoch <= config.min_distance_warmup:
             w = dataclasses.replace(w, min_distance=0.0)
-        head.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        for idx in _batches(n, config.batch_size, gen, device):
-            z = head(x[idx])
-            z_views = None
-            if views is not None:
-                pick = torch.randint(n_views, (idx.numel(),), generator=gen).to(device)
-                z_views = head(views[pick, idx])
-            z_nb = None
-            if nb_t is not None:
-                col = torch.randint(nb_t.shape[1], (idx.numel(),), generator=gen).to(device)
-                z_nb = head(x[nb_t[idx, col]])
-            z_assign = None
-            if nb_t is not None and w.assignment:
-                z_assign = _assignment_pair(head, x, views, idx, z, z_views, nb_t, gen)
-            out = icbpl_objective(
-                z,
-                centroids,
-                z_views=z_views,
-                z_neighbours=z_nb,
-                weights=w,
-                distance=config.distance,
-                z_assign=z_assign,
-                temperature=config.assignment_temperature,
-            )
-            opt.zero_grad(set_to_none=True)
-            out["total"].backward()
-            opt.step()
-            for key, val in out.items():
-                sums[key] = sums.get(key, 0.0) + float(val.detach())
-            steps += 1
-        latent = _embed(head, x)
-        labels = (latent @ centroids.T).argmax(1).cpu().numpy()
+        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, w, config, gen)
+        refresh = (
+            nb_t is not None
+            and bool(config.refresh_every)
+            and epoch % config.refresh_every == 0
+            and epoch < config.epochs
+        )
+        labels, latent = _embed_labels(head, x, centroids, keep=refresh)
         sizes = cluster_sizes(labels, config.n_clusters)
-        score = label_free_score(labels, input_nb, config.n_clusters)
         record = EpochRecord(
             epoch=epoch,
             losses={k: v / max(steps, 1) for k, v in sums.items()},
             sizes=sizes.tolist(),
-            score=score,
+            score=label_free_score(labels, input_nb, config.n_clusters),
             seconds=time.perf_counter() - t0,
             metrics=evaluate(y, labels) if y is not None else None,
         )
         history.append(record)
-        logger.info(
-            "epoch %d: loss %.4f score %.4f empty %d%s",
-            epoch,
-            record.losses.get("total", float("nan")),
-            score,
-            int((sizes == 0).sum()),
-            f" acc {record.metrics['acc']:.4f}" if record.metrics else "",
-        )
+        _log_epoch(record, sizes)
         if callback is not None:
             callback(record)
-        if score > best_score:
-            best_score, best_state, best_epoch = score, copy.deepcopy(head.state_dict()), epoch
-        if nb_t is not None and config.refresh_every and epoch % config.refresh_every == 0:
-            if epoch < config.epochs:
-                nb = mine_neighbours(latent, k_nb)
-                nb_t = torch.as_tensor(nb, device=device)
+        if record.score > best_score:
+            best_score, best_state, best_epoch = (
+                record.score,
+                copy.deepcopy(head.state_dict()),
+                epoch,
+            )
+        elif config.patience and epoch - best_epoch >= config.patience:
+            logger.info("no better label-free score for %d epochs: stopping", config.patience)
+            break
+        if refresh and latent is not None:
+            nb = mine_neighbours(latent, k_nb, seed=config.seed)
+            nb_t = torch.as_tensor(nb, device=device)
     head.load_state_dict(best_state)
     head.eval()
     return TrainResult(
@@ -276,4 +355,53 @@ def train_head(
         best_epoch=best_epoch,
         history=history,
         neighbours=nb if nb is not None else np.zeros((n, 0), np.int64),
+    )
+
+
+def _epoch(
+    head: ProjectionHead,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    views: Tensor | None,
+    nb_t: Tensor | None,
+    centroids: Tensor,
+    w: LossWeights,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> tuple[dict[str, float], int]:
+    """One pass over shuffled batches; returns the summed losses and the number of steps."""
+    head.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    for idx in _batches(x.shape[0], config.batch_size, gen, x.device):
+        z, z_views, z_nb, z_assign = _step_latents(
+            head, x, views, nb_t, idx, bool(w.assignment), gen
+        )
+        out = icbpl_objective(
+            z,
+            centroids,
+            z_views=z_views,
+            z_neighbours=z_nb,
+            weights=w,
+            distance=config.distance,
+            z_assign=z_assign,
+            temperature=config.assignment_temperature,
+        )
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        opt.step()
+        for key, val in out.items():
+            sums[key] = sums.get(key, 0.0) + float(val.detach())
+        steps += 1
+    return sums, steps
+
+
+def _log_epoch(record: EpochRecord, sizes: np.ndarray) -> None:
+    logger.info(
+        "epoch %d: loss %.4f score %.4f empty %d%s",
+        record.epoch,
+        record.losses.get("total", float("nan")),
+        record.score,
+        int((sizes == 0).sum()),
+        f" acc {record.metrics['acc']:.4f}" if record.metrics else "",
     )

@@ -19,7 +19,7 @@ def check_features(X: Any, *, n_features: int | None = None, name: str = "X") ->
     x = check_array(
         X, dtype=np.float32, ensure_all_finite=False, input_name=name, estimator="ICBPL"
     )
-    bad = ~np.isfinite(x).all(axis=1)
+    bad = _bad_rows(x)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(
@@ -32,6 +32,14 @@ def check_features(X: Any, *, n_features: int | None = None, name: str = "X") ->
             "as input (the number it was fitted with)"
         )
     return np.ascontiguousarray(x)
+
+
+def _bad_rows(x: np.ndarray, block: int = 16384) -> np.ndarray:
+    """Rows with NaN or inf, checked block by block (a memory map is not read into RAM at once)."""
+    bad = np.zeros(len(x), dtype=bool)
+    for start in range(0, len(x), block):
+        bad[start : start + block] = ~np.isfinite(x[start : start + block]).all(axis=1)
+    return bad
 
 
 def check_fit_inputs(
@@ -65,7 +73,7 @@ def check_fit_inputs(
                 f"views should have shape (V, {n}, {x.shape[1]}) to match X {x.shape}, "
                 f"got {v.shape}"
             )
-        if not np.isfinite(v).all():
+        if any(_bad_rows(view).any() for view in v):
             raise ValueError("views contain NaN or inf; recompute the view features")
         v = np.ascontiguousarray(v)
     nb = None

@@ -17,11 +17,17 @@ from icbpl.cli._common import (
     log_file,
     print_skipped,
 )
-from icbpl.device import cpu_threads
 
 __all__ = ["cmd_cache", "cmd_cluster", "cmd_demo", "cmd_encoders", "cmd_predict", "cmd_report"]
 
 logger = logging.getLogger("icbpl.cli")
+
+
+def cpu_threads(n: int | None) -> Any:
+    """:func:`icbpl.device.cpu_threads`, imported on use (it needs torch; ``--help`` does not)."""
+    from icbpl.device import cpu_threads as limit
+
+    return limit(n)
 
 
 # ------------------------------------------------------------------------------ demo

@@ -112,8 +112,9 @@ def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:
         "--threads",
         type=_at_least_one,
         metavar="N",
-        help="CPU threads of torch, ONNX Runtime and scikit-learn (default: torch's, usually "
-        "one per core); 1 avoids large slow-downs when other jobs share the cores",
+        help="CPU threads of torch, ONNX Runtime and scikit-learn for every stage (default: "
+        "torch's, usually one per core, and one thread for training the head at batches of "
+        "up to 512); 1 avoids large slow-downs when other jobs share the cores",
     )
 
     p.add_argument(

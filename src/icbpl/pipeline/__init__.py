@@ -10,8 +10,9 @@ results. :func:`run_cluster` writes a results folder:
 ``latent.npy``     ``(N, d)`` float32 latent features, same row order
 ``neighbours.npy`` ``(N, K)`` int64 neighbour indices the head was trained with
 ``summary.json``   settings, encoder (with ``supervised``), counts, skipped files, cluster sizes,
-                   timings per stage, metrics when labels are known, best epoch, history, and
-                   ``k_choice`` (candidates and scores) when ``k="auto"``
+                   timings per stage, peak resident memory (``peak_rss_mb``), metrics when
+                   labels are known, best epoch, history, and ``k_choice`` (candidates and
+                   scores) when ``k="auto"``
 ``config.json``    the :class:`ClusterConfig` (``ClusterConfig.from_file`` repeats the run)
 ``model/``         the fitted head (`ICBPL.save`)
 ``.icbpl-manifest.json`` the marker of an icbpl results folder: the files the run wrote (only

@@ -177,9 +177,10 @@ def cluster_into(
             seed=config.seed,
             progress=progress,
         )
-        # copies: the cache's arrays are read-only memory maps
-        features = np.array(fs.features, dtype=np.float32)
-        views = np.array(fs.views, dtype=np.float32) if fs.views is not None else None
+        # the cache's read-only memory maps, never copied whole: neighbours, training and
+        # writing read them block by block
+        features = np.asarray(fs.features, dtype=np.float32)
+        views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
 
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
@@ -284,6 +285,7 @@ def cluster_into(
         "heads": model.heads_,
         "self_label": model.self_label_,
         "timings": timings,
+        "peak_rss_mb": peak_rss_mb(),
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
     write_json(out / "summary.json", summary)
@@ -317,6 +319,16 @@ def _novelty_rule(run: Path) -> tuple[np.ndarray, float] | None:
         return None
     centroids = np.load(run / FEATURE_CENTROIDS, allow_pickle=False)
     return centroids, float(rule["threshold"])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``getrusage``; memory-mapped pages
+    that were read count too)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _assign(
@@ -402,7 +414,7 @@ def predict_run(
         progress=progress,
     )
     stage("assign")
-    features = np.array(fs.features, dtype=np.float32)
+    features = np.asarray(fs.features, dtype=np.float32)
     clusters, scores = _assign(model, features, model.transform(features))
     unassigned = None
     rule = _novelty_rule(run)
