@@ -191,7 +191,7 @@ def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -
     few PEDCC points, the k-means warm start begins from (and keeps) a spread-out partition."""
     x, y = make_blobs(1200, n_features=32, centers=40, cluster_std=0.5, random_state=3)
     params = {"n_clusters": 40, "latent_dim": 8, "epochs": 3, "batch_size": 100}
-    random = ICBPL(**params, random_state=0).fit(x, y)
+    random = ICBPL(**params, init="random", random_state=0).fit(x, y)
     warm = ICBPL(**params, init="kmeans", init_epochs=3, random_state=0).fit(x, y)
     n_random, n_warm = len(np.unique(random.labels_)), len(np.unique(warm.labels_))
     assert n_warm > n_random

@@ -66,16 +66,17 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
             and keep the one whose selected epoch has the best label-free score (beyond the
             paper; head 0 is exactly the single-head model). Costs ``n_heads`` times the time.
-        init: ``"random"`` (the paper: a randomly initialised head) or ``"kmeans"`` (beyond the
-            paper): k-means on the L2-normalised features (one run per head, seeded like the
-            head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the latents
-            towards them before the ICBPL epochs. It keeps ICBPL from collapsing onto few
-            clusters when k is large (e.g. k = 200, see docs/BENCHMARKS.md). ``"scan"`` (beyond
-            the paper): the same warm start from SCAN's clustering step instead (the SCAN
-            peer's defaults without its self-labelling, on the same features, views and all the
-            neighbour columns given to ``fit``, 20 mined if none); ICBPL then refines that
-            partition. On CIFAR-10: level with SCAN on ACC, above it on NMI and ARI
-            (docs/BENCHMARKS.md). Costs one SCAN clustering step per head.
+        init: the start of the head. ``"kmeans"`` (the default, beyond the paper): k-means on
+            the neighbour-smoothed features (:func:`icbpl.smoothing.smoothed_kmeans`, seeded
+            like the head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the
+            latents towards them before the ICBPL epochs refine the partition; above plain
+            k-means and the random start on CIFAR-10, Tiny-ImageNet folders and digits, and no
+            collapse onto few clusters for large k (docs/BENCHMARKS.md). ``"random"``: the
+            paper's randomly initialised head (``ICBPL(init="random")`` is the paper's method).
+            ``"scan"`` (beyond the paper): the same warm start from SCAN's clustering step (the
+            SCAN peer's defaults without its self-labelling, on the same features, views and all
+            the neighbour columns given to ``fit``, 20 mined if none). Costs one SCAN
+            clustering step per head.
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
@@ -110,7 +111,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         min_distance_warmup: int = 0,
         feature_power: float = 1.0,
         n_heads: int = 1,
-        init: str = "random",
+        init: str = "kmeans",
         init_epochs: int = 3,
         self_label_epochs: int = 0,
         device: str | None = None,
@@ -408,15 +409,17 @@ def _init_targets(
 ) -> np.ndarray | None:
     """The warm start's target cluster of every sample (``None`` for ``init="random"``).
 
-    ``"kmeans"``: one k-means++ run on the L2-normalised rows (the k-means peer).
+    ``"kmeans"``: :func:`icbpl.smoothing.smoothed_kmeans` of the features.
     ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's defaults:
     10 linear heads, the one with the lowest SCAN loss kept) on the same features, views and
     neighbours (all columns given; 20 mined by cosine if none).
     """
     from icbpl.peers import fit_peer
+    from icbpl.smoothing import smoothed_kmeans
 
     if init == "kmeans":
-        return fit_peer("kmeans", x, k, seed=seed % (2**32), n_init=1, max_iter=100).labels
+        logger.info("warm start: k-means on neighbour-smoothed features")
+        return smoothed_kmeans(x, k, seed=seed)
     if init == "scan":
         logger.info("warm start: SCAN's clustering step (10 linear heads)")
         return fit_peer(

@@ -245,9 +245,9 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument(
         "--init",
         choices=("random", "kmeans", "scan"),
-        help="start of the head: random (the paper, default), a k-means partition (for many "
-        "clusters, e.g. k >= 50), or SCAN's clustering step, which ICBPL then refines (beyond "
-        "the paper; best on CIFAR-10, see docs/BENCHMARKS.md)",
+        help="start of the head: kmeans (default, beyond the paper: k-means on neighbour-smoothed "
+        "features, which ICBPL then refines), random (the paper's method), or scan (SCAN's "
+        "clustering step; see docs/BENCHMARKS.md); fine-tuning always starts at random",
     )
     p.add_argument(
         "--heads",

@@ -78,11 +78,11 @@ class ClusterConfig:
         distance, weight_decay, min_distance_warmup: hyper-parameters of
             `icbpl.estimator.ICBPL` (its defaults, the paper's; ``train_batch_size`` is its
             ``batch_size``).
-        init: ``"random"`` (the paper) or ``"kmeans"``: the head starts from a k-means partition
-            of the features (beyond the paper; use it for many clusters, e.g. k >= 50, where a
-            random head collapses onto a few clusters); ``"scan"``: from SCAN's clustering
-            step on the same features, views and 20 neighbours (beyond the paper; ICBPL then
-            refines it; see `icbpl.estimator.ICBPL`).
+        init: ``"kmeans"`` (the default, beyond the paper): the head starts from k-means on
+            the neighbour-smoothed features; ``"random"``: the paper's random head; ``"scan"``:
+            from SCAN's clustering step on the same features, views and 20 neighbours (beyond
+            the paper; see `icbpl.estimator.ICBPL`). Fine-tuning (``finetune`` ``"last2"`` /
+            ``"all"``) always starts its head at random, as the paper does.
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
             by default).
         n_heads: train this many heads from different seeds and keep the one with the best
@@ -125,7 +125,7 @@ class ClusterConfig:
     distance: str = "cosine"
     weight_decay: float = 0.0
     min_distance_warmup: int = 0
-    init: str = "random"
+    init: str = "kmeans"
     include_hidden: bool = False
     n_heads: int = 1
     self_label_epochs: int = 0
@@ -191,11 +191,11 @@ class ClusterConfig:
             raise PipelineError(f"encoder_lr={self.encoder_lr} should be > 0")
         if self.finetune == "frozen":
             return
-        defaults = {"init": "random", "n_heads": 1, "self_label_epochs": 0}
+        defaults = {"init": ("random", "kmeans"), "n_heads": (1,), "self_label_epochs": (0,)}
         changed = [
             f"{key}={getattr(self, key)!r}"
-            for key, v in defaults.items()
-            if getattr(self, key) != v
+            for key, allowed in defaults.items()
+            if getattr(self, key) not in allowed
         ]
         if self.k == "auto":
             changed.append("k='auto'")
