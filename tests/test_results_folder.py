@@ -119,7 +119,7 @@ def test_killed_rerun_leaves_previous_results_byte_identical(
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     argv = [*_command(), "cluster", str(images), "--k", "3", "--out", str(out), "--overwrite"]
     argv += ["--cache-dir", str(cache), "--encoder", "resnet_cifar_tiny", "--weights", "random"]
-    argv += ["--epochs", "100000", "--threads", "1"]  # training outlasts the kill
+    argv += ["--epochs", "100000", "--patience", "0", "--threads", "1"]  # outlasts the kill
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     deadline = time.monotonic() + 240

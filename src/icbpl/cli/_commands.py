@@ -105,6 +105,7 @@ def _cluster_config(args: argparse.Namespace) -> Any:
         "init": args.init,
         "n_heads": args.heads,
         "self_label_epochs": args.self_label_epochs,
+        "patience": args.patience,
         "loss_weights": args.loss_weights,
         "finetune": args.finetune,
         "encoder_lr": args.encoder_lr,

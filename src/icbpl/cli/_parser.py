@@ -257,6 +257,13 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "score (beyond the paper; H times the training; default: 1)",
     )
     p.add_argument(
+        "--patience",
+        type=_positive,
+        metavar="E",
+        help="stop training once the label-free score has not improved for E epochs (default: "
+        "10; 0 runs every epoch)",
+    )
+    p.add_argument(
         "--self-label-epochs",
         type=_positive,
         metavar="E",

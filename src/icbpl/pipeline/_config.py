@@ -30,6 +30,7 @@ ICBPL_FIELDS = {
     "n_heads": "n_heads",
     "init": "init",
     "self_label_epochs": "self_label_epochs",
+    "patience": "patience",
     "random_state": "seed",
 }
 
@@ -91,6 +92,8 @@ class ClusterConfig:
         self_label_epochs: beyond the paper; after training, distil the clusters into a linear
             classifier and run this many epochs of SCAN's self-labelling
             (`icbpl.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
+        patience: stop training once the label-free score has not improved for this many
+            epochs (`icbpl.estimator.ICBPL`'s ``patience``); 0: run every epoch.
         finetune: ``"frozen"`` (default): the head is trained on cached features of a fixed
             encoder; ``"last2"`` / ``"all"``: the encoder's last two stages / all its layers are
             trained with the head (`icbpl.finetune.finetune`, paper section 3.4; views made on
@@ -129,6 +132,7 @@ class ClusterConfig:
     include_hidden: bool = False
     n_heads: int = 1
     self_label_epochs: int = 0
+    patience: int = 10
     finetune: str = "frozen"
     encoder_lr: float = 1e-4
 

@@ -217,6 +217,7 @@ def cluster_into(
             latent_dim=config.latent_dim,
             hidden=config.hidden,
             epochs=config.resolved_epochs(n),
+            patience=config.patience,
             batch_size=config.train_batch_size,
             lr=config.lr,
             loss_weights=config.loss_weights,
