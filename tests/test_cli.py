@@ -349,9 +349,14 @@ def test_array_dataset_with_report(tmp_path: Path) -> None:
 
 def test_report_command_on_the_run(run: dict[str, object], tmp_path: Path) -> None:
     out = Path(str(run["out"]))
-    code, stdout, err = run_main(["report", out, "--map", "pca", "--out", tmp_path / "r.html"])
+    argv = ["report", out, "--threads", "1", "--out", tmp_path / "r.html"]
+    code, stdout, err = run_main(argv)
     assert code == 0, err
     assert (tmp_path / "r.html").is_file() and "wrote" in stdout
+    html = (tmp_path / "r.html").read_text()
+    # the run kept its feature cache: the map and the confidence come from the encoder features
+    assert "t-SNE of the encoder features" in html and 'id="confidence-note"' in html
+    assert f"map: t-SNE of {3 * PER_CLASS} points" in err and "1000/1000" in err  # bar on stderr
     code, _, err = run_main(["report", tmp_path / "nothing", "-q"])
     assert code == 1 and "does not exist" in err
 

@@ -28,8 +28,13 @@ def make_results(
     labels: bool = True,
     metrics: bool = True,
     paths: bool = True,
+    features: bool = False,
 ) -> Path:
     """Write a fake results folder under ``root / "run"``: images in ``root / "images"``.
+
+    With ``features``, a feature cache ``root / "cache"`` holds (N, 16) features (clusters 0 and
+    1 drawn from one blob, the others from their own) that ``summary.json`` names, and the run
+    has ``feature_centroids.npy``.
 
     One image lives at a path containing ``<script>alert(1)</script>&`` (a folder named
     ``<script>alert(1)<`` holding ``script>&x.png``) and one file is not an image at all.
@@ -86,8 +91,29 @@ def make_results(
         "timings": {"total_s": 1.5},
         "settings": {"k": n_clusters},
     }
+    if features:
+        summary["features"] = {"cache": {"features": str(_fake_cache(root, out, pred))}}
     (out / "summary.json").write_text(json.dumps(summary))
     return out
+
+
+def _fake_cache(root: Path, out: Path, clusters: np.ndarray) -> Path:
+    """A feature cache entry (``.npy`` + sidecar) for ``clusters``; clusters 0 and 1 share a
+    blob. Writes ``feature_centroids.npy`` into the run ``out``."""
+    from icbpl.novelty import feature_centroids
+
+    rng = np.random.default_rng(1)
+    centres = 3.0 * rng.normal(size=(int(clusters.max()) + 2, 16))
+    blob = np.where(clusters == 1, 0, clusters)
+    feats = (centres[blob] + 0.3 * rng.normal(size=(len(clusters), 16))).astype(np.float32)
+    cache = root / "cache"
+    cache.mkdir()
+    path = cache / "features-0123456789abcdef01234567.npy"
+    np.save(path, feats)
+    path.with_suffix(".json").write_text(json.dumps({"rows_complete": [len(feats)]}))
+    k = max(int(clusters.max()) + 1, 4)
+    np.save(out / "feature_centroids.npy", feature_centroids(feats, clusters, k))
+    return path
 
 
 class _Sections(HTMLParser):
@@ -245,13 +271,16 @@ def test_out_elsewhere_and_tsne_map(tmp_path: Path) -> None:
     out = tmp_path / "elsewhere" / "r.html"
     assert write_report(run, out=out, map_method="tsne") == out
     assert (out.parent / "map.png").is_file() and not (run / "report.html").exists()
-    assert "t-SNE of the latent space, all 12 points" in out.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8")
+    assert "t-SNE of the trained latent space, all 12 images" in text
+    assert "separate blobs here do not show that the clusters differ" in text
+    assert "No confidence or flags: no encoder features (the run kept no feature cache" in text
 
 
 def test_map_subsample_and_missing_latent(tmp_path: Path) -> None:
     run = make_results(tmp_path)
     text = write_report(run, map_method="pca", max_map_points=5).read_text(encoding="utf-8")
-    assert "5 of 12 points" in text
+    assert "5 of 12 images" in text
     (run / "latent.npy").unlink()
     (run / "map.png").unlink()
     text = write_report(run).read_text(encoding="utf-8")
@@ -295,3 +324,48 @@ def test_partly_labelled_rows(tmp_path: Path) -> None:
     assert res.labels is not None and (res.labels == -1).sum() == 3
     text = write_report(run, map_method="pca").read_text(encoding="utf-8")
     assert "computed from the 9 labelled rows" in text
+
+
+def test_map_confidence_and_flags_from_cached_features(tmp_path: Path) -> None:
+    from icbpl.neighbours import mine_neighbours
+    from icbpl.report._quality import assess
+
+    run = make_results(tmp_path, features=True, per_cluster=(5, 4, 3, 3))
+    res = load_results(run)
+    assert res.features is not None and res.features.shape == (15, 16)
+    text = write_report(run, map_method="pca").read_text(encoding="utf-8")
+    assert "PCA of the encoder features (first reduced to 50 principal components)" in text
+    assert 'id="confidence-note"' in text and "No confidence or flags" not in text
+    q = assess(res.features, res.clusters, 4, neighbours=mine_neighbours(res.features, 10))
+    for c in range(4):
+        section = re.search(rf'<section class="cluster" id="cluster-{c}"[^>]*>', text)
+        assert section is not None
+        assert f'data-confident="{q.confident[c]:.3f}"' in section.group(0)
+        assert f'data-agreement="{q.agreement[c]:.3f}"' in section.group(0)
+    # clusters 0 and 1 were drawn from one blob: flagged as a likely split, on both sections
+    assert any({a, b} == {0, 1} for a, b, _ in q.split)
+    section0 = text[text.index('id="cluster-0"') : text.index('id="cluster-1"')]
+    section1 = text[text.index('id="cluster-1"') : text.index('id="cluster-2"')]
+    assert '<p class="flag">possibly split with cluster 1:' in section0
+    assert '<p class="flag">possibly split with cluster 0:' in section1
+    # thumbnails are ranked by the feature-space margin
+    caps = [float(x) for x in re.findall(r"<figcaption>(-?[\d.]+) ·", section0)]
+    order = np.sort(q.margin[res.clusters == 0])[::-1]
+    assert caps[: len(order)] == pytest.approx(np.round(order, 2).tolist(), abs=0.006)
+
+
+def test_stale_or_missing_feature_cache_is_not_used(tmp_path: Path) -> None:
+    run = make_results(tmp_path, features=True)
+    cache = next((tmp_path / "cache").glob("*.npy"))
+    feats = np.load(cache)
+    np.save(cache, feats[::-1].copy())  # other rows: the run's centroids no longer match
+    res = load_results(run)
+    assert res.features is None and "no longer matches this run" in res.features_note
+    text = write_report(run, map_method="pca").read_text(encoding="utf-8")
+    assert "No encoder features (the feature cache no longer matches this run)" in text
+    cache.unlink()
+    assert "is gone" in load_results(run).features_note
+    with pytest.raises(ReportError, match=r"features have shape \(3, 16\)"):
+        load_results(run, features=feats[:3])
+    given = load_results(run, features=feats)
+    assert given.features is not None and given.features_note == "the encoder features given"

@@ -280,7 +280,9 @@ def _run_and_report(args: argparse.Namespace, config: Any, folder: Path) -> tupl
             reporter("report")
             has_files = callable(getattr(run.source, "path", None))
             loader = None if has_files else source_loader(run.source)
-            report_path = write_report(folder, map_method=args.map, image_loader=loader)
+            report_path = write_report(
+                folder, map_method=args.map, image_loader=loader, progress=not args.quiet
+            )
     return run, report_path
 
 
@@ -339,12 +341,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from icbpl.pipeline import image_loader_for
     from icbpl.report import write_report
 
-    path = write_report(
-        args.results,
-        out=args.out,
-        map_method=args.map,
-        image_loader=image_loader_for(args.results),
-    )
+    with cpu_threads(args.threads):
+        path = write_report(
+            args.results,
+            out=args.out,
+            map_method=args.map,
+            image_loader=image_loader_for(args.results),
+            progress=not args.quiet,
+        )
     print(f"wrote {path}")
     return 0
 

@@ -372,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         parents=[common],
         help="write report.html for a results folder",
-        description="Write a self-contained HTML report (thumbnails, 2-D map, cluster sizes, "
-        "metrics when labels are known) of a results folder of `icbpl cluster`.",
+        description="Write a self-contained HTML report (thumbnails, a 2-D map of the encoder "
+        "features, cluster sizes, per-cluster confidence and mixed/split flags, metrics when "
+        "labels are known) of a results folder of `icbpl cluster`.",
     )
     report.add_argument("results", metavar="RESULTS_DIR", help="results folder")
     report.add_argument(
@@ -381,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--out", metavar="FILE", help="HTML file (default: RESULTS_DIR/report.html)"
+    )
+    report.add_argument(
+        "--threads",
+        type=_at_least_one,
+        metavar="N",
+        help="CPU threads of the map (t-SNE) and the neighbour search (default: all cores); "
+        "1 avoids large slow-downs when other jobs share the cores",
     )
     cache = sub.add_parser(
         "cache",

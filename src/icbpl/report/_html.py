@@ -59,6 +59,7 @@ figcaption{max-width:var(--t);overflow:hidden;text-overflow:ellipsis;white-space
 .cm td.m{outline:2px solid #333;outline-offset:-2px}
 .map img{max-width:100%;height:auto;border:1px solid #ddd}
 pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:320px}
+.flag{color:#a04000;margin:2px 0}.flag::before{content:"\\26A0  "}td.flags{color:#a04000}
 """
 
 
@@ -76,6 +77,7 @@ class Thumb:
     score: float
     label: str | None = None
     reason: str | None = None
+    score_name: str = "score"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class ClusterView:
     central: list[Thumb] = field(default_factory=list)
     borderline: list[Thumb] = field(default_factory=list)
     majority: tuple[str, float] | None = None
+    confident: float | None = None
+    agreement: float | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 def thumb_html(t: Thumb, size: int) -> str:
     """A ``<figure>`` with the thumbnail (or a placeholder) and its score."""
-    tip = f"{t.name}\nscore {_fmt(t.score)}" + (f"\nclass {t.label}" if t.label else "")
+    tip = f"{t.name}\n{t.score_name} {_fmt(t.score)}" + (f"\nclass {t.label}" if t.label else "")
     if t.uri is None:
         tip += f"\n{t.reason}"
         body = (
@@ -125,12 +130,17 @@ def thumb_html(t: Thumb, size: int) -> str:
 def cluster_html(v: ClusterView, n_total: int, size: int, note: str | None) -> str:
     """One cluster's ``<section>``: header, size, majority class, central and borderline rows."""
     share = 100.0 * v.size / n_total if n_total else 0.0
-    meta = [f"mean score {_fmt(v.mean_score)}"]
+    meta = []
+    if v.confident is not None and np.isfinite(v.confident):
+        meta.append(f"confident {100 * v.confident:.0f}%")
+    if v.agreement is not None and np.isfinite(v.agreement):
+        meta.append(f"neighbour agreement {100 * v.agreement:.0f}%")
+    meta.append(f"mean latent score {_fmt(v.mean_score)}")
     if v.majority is not None:
         meta.append(f"majority class {v.majority[0]} ({100 * v.majority[1]:.0f}%)")
     parts = [
         f'<section class="cluster" id="cluster-{v.index}" data-cluster="{v.index}" '
-        f'data-size="{v.size}">',
+        f'data-size="{v.size}"{_data_attrs(v)}>',
         f'<h3><span class="sw" style="background:{css_colour(v.index)}"></span>'
         f"Cluster {v.index} <small>{v.size} images ({share:.1f}%)</small></h3>",
     ]
@@ -138,6 +148,7 @@ def cluster_html(v: ClusterView, n_total: int, size: int, note: str | None) -> s
         parts.append('<p class="note">empty cluster</p></section>')
         return "".join(parts)
     parts.append(f'<p class="note">{esc(" · ".join(meta))}</p>')
+    parts.extend(f'<p class="flag">{esc(f)}</p>' for f in v.flags)
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
     for label, thumbs in (("most central", v.central), ("borderline", v.borderline)):
@@ -148,22 +159,55 @@ def cluster_html(v: ClusterView, n_total: int, size: int, note: str | None) -> s
     return "".join(parts)
 
 
-def sizes_html(sizes: np.ndarray, detailed: set[int]) -> str:
-    """Table of every cluster's size with a bar, linking to the detailed sections."""
+def _data_attrs(v: ClusterView) -> str:
+    out = ""
+    if v.confident is not None and np.isfinite(v.confident):
+        out += f' data-confident="{v.confident:.3f}"'
+    if v.agreement is not None and np.isfinite(v.agreement):
+        out += f' data-agreement="{v.agreement:.3f}"'
+    if v.flags:
+        out += f' data-flags="{len(v.flags)}"'
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+@dataclass(frozen=True)
+class QualityRows:
+    """Per-cluster columns of the sizes table: confident share, agreement, flag words."""
+
+    confident: np.ndarray
+    agreement: np.ndarray
+    flags: list[list[str]]
+
+
+def sizes_html(sizes: np.ndarray, detailed: set[int], quality: QualityRows | None = None) -> str:
+    """Table of every cluster's size with a bar (and, with ``quality``, its confident share,
+    neighbour agreement and flags), linking to the detailed sections."""
     n = int(sizes.sum())
     top = int(sizes.max()) if len(sizes) else 0
     rows = []
     for c, s in enumerate(sizes.tolist()):
         name = f'<a href="#cluster-{c}">{c}</a>' if c in detailed else str(c)
         width = round(200 * s / top) if top else 0
+        extra = ""
+        if quality is not None:
+            extra = (
+                f'<td class="conf">{_pct(quality.confident[c])}</td>'
+                f"<td>{_pct(quality.agreement[c])}</td>"
+                f'<td class="l flags">{esc(", ".join(quality.flags[c]))}</td>'
+            )
         rows.append(
             f'<tr><td class="l"><span class="sw" style="background:{css_colour(c)}"></span>'
             f"{name}</td><td>{s}</td><td>{100 * s / n if n else 0:.1f}%</td>"
-            f'<td class="l"><span class="bar" style="width:{width}px"></span></td></tr>'
+            f'<td class="l"><span class="bar" style="width:{width}px"></span></td>{extra}</tr>'
         )
+    head = '<th>confident</th><th>agreement</th><th class="l">flags</th>' if quality else ""
     return (
         '<div class="scroll"><table id="sizes"><tr><th class="l">cluster</th><th>size</th>'
-        f'<th>share</th><th class="l"></th></tr>{"".join(rows)}</table></div>'
+        f'<th>share</th><th class="l"></th>{head}</tr>{"".join(rows)}</table></div>'
     )
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import base64
 import colorsys
+import contextlib
 import io
 import logging
+import re
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -136,13 +139,38 @@ def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_points, replace=False))
 
 
-def project_2d(x: np.ndarray, method: MapMethod, seed: int) -> np.ndarray:
+class _TsneProgress(io.TextIOBase):
+    """Stands in for stdout while scikit-learn's t-SNE runs with ``verbose=2``: moves a tqdm
+    bar to each ``[t-SNE] Iteration N`` line it prints (every 50 iterations)."""
+
+    def __init__(self, bar: Any) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def write(self, text: str) -> int:
+        """Advance the bar to the last iteration mentioned in ``text``."""
+        for m in _ITERATION.finditer(text):
+            self.bar.update(max(0, min(int(m.group(1)), self.bar.total) - self.bar.n))
+        return len(text)
+
+
+_ITERATION = re.compile(r"\[t-SNE\] Iteration (\d+)")
+#: Iterations of the t-SNE optimisation (scikit-learn's default).
+TSNE_ITERATIONS = 1000
+
+
+def project_2d(
+    x: np.ndarray, method: MapMethod, seed: int, *, progress: bool = False
+) -> np.ndarray:
     """``(n, 2)`` float64 map of the rows of ``x`` by t-SNE or PCA (scikit-learn).
 
-    t-SNE falls back to PCA below 5 points; its perplexity is capped at ``(n - 1) / 3``.
+    Rows are projected on their first 50 principal components first. t-SNE falls back to PCA
+    below 5 points; its perplexity is capped at ``(n - 1) / 3``. ``progress`` shows a bar with
+    an ETA over t-SNE's iterations on stderr.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from tqdm.auto import tqdm
 
     x = np.nan_to_num(np.asarray(x, dtype=np.float32))
     n = x.shape[0]
@@ -155,8 +183,21 @@ def project_2d(x: np.ndarray, method: MapMethod, seed: int) -> np.ndarray:
     if method == "pca" or n < 5:
         return np.asarray(PCA(n_components=2, random_state=seed).fit_transform(x), np.float64)
     perplexity = float(min(30.0, (n - 1) / 3.0))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return np.asarray(tsne.fit_transform(x), dtype=np.float64)
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        max_iter=TSNE_ITERATIONS,
+        verbose=2 if progress else 0,
+    )
+    bar = tqdm(
+        total=TSNE_ITERATIONS, desc=f"map: t-SNE of {n} points", unit="it", disable=not progress
+    )
+    with bar, contextlib.redirect_stdout(_TsneProgress(bar) if progress else sys.stdout):
+        xy = tsne.fit_transform(x)
+        bar.update(bar.total - bar.n)  # it may stop early once converged
+    return np.asarray(xy, dtype=np.float64)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 ASSIGNMENTS = "assignments.csv"
 LATENT = "latent.npy"
 SUMMARY = "summary.json"
+FEATURE_CENTROIDS = "feature_centroids.npy"
 _REQUIRED_COLUMNS = ("id", "path", "cluster", "score")
 
 
@@ -47,6 +48,10 @@ class Results:
         metrics: ACC/NMI/ARI from ``summary.json``, or ``None``.
         skipped: ``(path, reason)`` of inputs the run left out.
         summary: the whole ``summary.json`` (``{}`` when absent).
+        features: ``(N, D)`` encoder features of the rows (memory-mapped from the feature cache
+            that ``summary.json`` names, or given to `load_results`), or ``None``.
+        features_note: where the features came from, or why there are none.
+        feature_centroids: ``(n_clusters, D)`` from ``feature_centroids.npy``, or ``None``.
     """
 
     results_dir: Path
@@ -61,6 +66,9 @@ class Results:
     metrics: dict[str, float] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    features: np.ndarray | None = None
+    features_note: str = ""
+    feature_centroids: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of clustered images (rows of ``assignments.csv``)."""
@@ -155,6 +163,54 @@ def _read_latent(path: Path, n: int) -> np.ndarray | None:
     return latent
 
 
+def _cached_features(summary: dict[str, Any], n: int) -> tuple[np.ndarray | None, str]:
+    """The run's features from the feature cache named in ``summary.json``, or why not."""
+    cache = (summary.get("features") or {}).get("cache") or {}
+    name = cache.get("features") if isinstance(cache, dict) else None
+    if not isinstance(name, str) or not name:
+        return None, "the run kept no feature cache (--no-cache, or an older or fine-tuned run)"
+    path = Path(name)
+    if not path.is_file():
+        return None, f"the feature cache {path.name} is gone (`icbpl cache clear`?)"
+    try:
+        rows = json.loads(path.with_suffix(".json").read_text("utf-8"))["rows_complete"][0]
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return None, f"the feature cache {path.name} cannot be read ({type(exc).__name__})"
+    if feats.ndim != 2 or feats.shape[0] != n or int(rows) < n:
+        return None, f"the feature cache {path.name} does not hold {n} complete rows"
+    return feats, f"the encoder features (feature cache {path.name})"
+
+
+def _check_features(features: Any, n: int) -> np.ndarray:
+    feats = np.asarray(features)
+    if feats.ndim != 2 or feats.shape[0] != n:
+        raise ReportError(
+            f"features have shape {feats.shape} but assignments.csv has {n} rows; expected "
+            f"({n}, D) with rows in the same order"
+        )
+    return feats
+
+
+def _matches_centroids(feats: np.ndarray, clusters: np.ndarray, cents: np.ndarray) -> bool:
+    """Whether ``feats`` reproduce the run's saved feature centroids (the same rows)."""
+    from icbpl.novelty import feature_centroids
+
+    if cents.shape != (cents.shape[0], feats.shape[1]) or clusters.max(initial=0) >= len(cents):
+        return False
+    return bool(np.allclose(feature_centroids(feats, clusters, len(cents)), cents, atol=1e-3))
+
+
+def _read_centroids(path: Path, n_clusters: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    cents = np.load(path, allow_pickle=False)
+    if cents.ndim != 2 or cents.shape[0] != n_clusters:
+        logger.warning("%s has shape %s, not (%d, D): ignored", path, cents.shape, n_clusters)
+        return None
+    return np.asarray(cents, dtype=np.float32)
+
+
 def _metrics(summary: dict[str, Any]) -> dict[str, float] | None:
     raw = summary.get("metrics")
     if not isinstance(raw, dict):
@@ -173,11 +229,14 @@ def _skipped(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def load_results(results_dir: str | os.PathLike[str]) -> Results:
+def load_results(results_dir: str | os.PathLike[str], *, features: Any = None) -> Results:
     """Read and check ``assignments.csv``, ``latent.npy`` and ``summary.json`` of a results folder.
 
     ``latent.npy`` and ``summary.json`` are optional (the report then has no map, and the cluster
-    count is taken from the largest cluster index); ``assignments.csv`` is required.
+    count is taken from the largest cluster index); ``assignments.csv`` is required. The encoder
+    features are ``features`` when given (``(N, D)``, rows in the order of
+    ``assignments.csv``), else read from the feature cache that ``summary.json`` names, when it
+    still holds them and they reproduce ``feature_centroids.npy``.
 
     Raises:
         ReportError: when the folder or its files do not follow the results format.
@@ -196,6 +255,20 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
         )
     names = summary.get("class_names")
     class_names = [str(c) for c in names] if isinstance(names, list) else None
+    cents = _read_centroids(root / FEATURE_CENTROIDS, n_clusters)
+    feats: np.ndarray | None
+    if features is not None:
+        feats, note = _check_features(features, len(ids)), "the encoder features given"
+    else:
+        feats, note = _cached_features(summary, len(ids))
+        if (
+            feats is not None
+            and cents is not None
+            and not _matches_centroids(feats, clusters, cents)
+        ):
+            feats, note = None, "the feature cache no longer matches this run"
+    if feats is None:
+        logger.warning("no encoder features for the report: %s", note)
     return Results(
         results_dir=root,
         ids=ids,
@@ -209,4 +282,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
         metrics=_metrics(summary),
         skipped=_skipped(summary),
         summary=summary,
+        features=feats,
+        features_note=note,
+        feature_centroids=cents,
     )
