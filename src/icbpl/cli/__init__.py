@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from icbpl.cli import _commands, _pretrain
-from icbpl.cli._common import CliError, cli_logging, expected_error, one_line
+from icbpl.cli._common import CliError, cli_logging, cli_wording, expected_error, one_line
 from icbpl.cli._dist import quiet_rank, torchrun_group
 from icbpl.cli._parser import build_parser
 
@@ -74,5 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         hint = "" if expected_error(err) or args.verbose else " (--verbose shows the traceback)"
-        print(f"icbpl {args.command}: error: {one_line(err)}{hint}", file=sys.stderr)
+        message = cli_wording(one_line(err))
+        print(f"icbpl {args.command}: error: {message}{hint}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ __all__ = [
     "EpochProgress",
     "StageReporter",
     "cli_logging",
+    "cli_wording",
     "expected_error",
     "one_line",
 ]
@@ -43,6 +45,18 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, KeyError) and text.startswith("'"):
         text = f"missing key {text}"
     return text or type(err).__name__
+
+
+_CREATE_ENCODER = re.compile(r"create_encoder\([^()]*?weights=(?:'([^']*)'|\.\.\.)\s*\)")
+_WEIGHTS = re.compile(r"\bweights='([^']*)'")
+
+
+def cli_wording(text: str) -> str:
+    """``text`` with the library's Python hints put in command-line terms: a
+    ``create_encoder(..., weights='FILE')`` or ``weights='FILE'`` hint becomes
+    ``--weights FILE``."""
+    text = _CREATE_ENCODER.sub(lambda m: f"--weights {m.group(1) or 'FILE'}", text)
+    return _WEIGHTS.sub(lambda m: f"--weights {m.group(1)}", text)
 
 
 def expected_error(err: BaseException) -> bool:
@@ -138,9 +152,18 @@ class EpochProgress(logging.Handler):
 
     def __init__(self, epochs: int | None, *, disable: bool) -> None:
         super().__init__(logging.INFO)
-        from tqdm.auto import tqdm
+        self.epochs = epochs
+        self.disable = disable
+        self._bar: Any = None
 
-        self.bar: Any = tqdm(total=epochs, desc="training", unit="epoch", disable=disable)
+    @property
+    def bar(self) -> Any:
+        """The tqdm bar, shown from the first record on (no empty bar before training starts)."""
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.epochs, desc="training", unit="epoch", disable=self.disable)
+        return self._bar
 
     def emit(self, record: logging.LogRecord) -> None:
         """Advance the bar by one epoch for each epoch record; each head's start record adds its
@@ -148,6 +171,9 @@ class EpochProgress(logging.Handler):
         if not isinstance(record.msg, str):
             return
         starts = record.msg.startswith(("training %d epochs", "self-labelling %d epochs"))
+        if starts and isinstance(record.args, tuple) and self._bar is None:
+            first = record.args[0]
+            self.epochs = first if isinstance(first, int) else None  # the bar starts with it
         if starts and isinstance(record.args, tuple):
             # one record per head (and one for self-labelling): the total grows by its epochs
             self.bar.total = self.bar.n + record.args[0]
@@ -166,8 +192,64 @@ class EpochProgress(logging.Handler):
             self.bar.update(1)
 
     def close(self) -> None:
-        """Close the bar."""
-        self.bar.close()
+        """Close the bar (if one was shown)."""
+        if self._bar is not None:
+            self._bar.close()
+        super().close()
+
+
+class _AnnouncingStream:
+    """Stands in for ``sys.stderr``: calls ``announce`` before the first write passes through
+    (the extraction's progress bar, a warning)."""
+
+    def __init__(self, stream: TextIO, announce: Any) -> None:
+        self._stream = stream
+        self._announce = announce
+
+    def write(self, text: str) -> int:
+        """Announce (once), then write ``text`` to the real stream."""
+        self._announce()
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _FeaturesNews(logging.Handler):
+    """While features are obtained: "extracting features ..." just before extraction shows
+    anything on stderr, or "features from cache" when the cache holds them all (the
+    ``"feature cache hit: %s"`` record of ``icbpl.features``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self.said = False
+        self._stderr = sys.stderr
+        sys.stderr = _AnnouncingStream(self._stderr, self._extracting)
+        self._logger = logging.getLogger("icbpl.features")
+        self._logger.addHandler(self)
+
+    def _say(self, text: str) -> None:
+        if not self.said:
+            self.said = True
+            print(f"icbpl: {text}", file=self.stream, flush=True)
+
+    def _extracting(self) -> None:
+        self._say(f"{STAGE_TEXT['features']} ...")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """On the cache-hit record: say that the features come from the cache."""
+        if isinstance(record.msg, str) and record.msg.startswith("feature cache hit"):
+            name = Path(str(record.args[0])).name if isinstance(record.args, tuple) else ""
+            self._say(f"features from cache ({name})" if name else "features from cache")
+        elif isinstance(record.msg, str) and record.msg.startswith("resuming feature"):
+            self._extracting()
+
+    def close(self) -> None:
+        """Put ``sys.stderr`` back and stop listening."""
+        if isinstance(sys.stderr, _AnnouncingStream):
+            sys.stderr = self._stderr
+        self._logger.removeHandler(self)
         super().close()
 
 
@@ -179,10 +261,15 @@ class StageReporter:
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self._progress: EpochProgress | None = None
+        self._features: _FeaturesNews | None = None
 
     def __call__(self, stage: str) -> None:
-        """Start ``stage``: end the previous one's display, announce this one."""
+        """Start ``stage``: end the previous one's display, announce this one (the features
+        stage only once it is known whether they are extracted or read from the cache)."""
         self.close()
+        if stage == "features" and not self.quiet:
+            self._features = _FeaturesNews(self.stream)
+            return
         if not self.quiet:
             print(f"icbpl: {STAGE_TEXT.get(stage, stage)} ...", file=self.stream, flush=True)
         if stage == "train":
@@ -195,7 +282,10 @@ class StageReporter:
             print(f"icbpl: {text}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        """Remove the training bar, if one is shown."""
+        """Remove the training bar and the features stage's watch, if any."""
+        if self._features is not None:
+            self._features.close()
+            self._features = None
         if self._progress is not None:
             logging.getLogger("icbpl.training").removeHandler(self._progress)
             self._progress.close()
