@@ -369,3 +369,28 @@ def test_stale_or_missing_feature_cache_is_not_used(tmp_path: Path) -> None:
         load_results(run, features=feats[:3])
     given = load_results(run, features=feats)
     assert given.features is not None and given.features_note == "the encoder features given"
+
+
+def test_k_choice_curve(tmp_path: Path) -> None:
+    import base64
+
+    run = make_results(tmp_path, per_cluster=(5, 4, 3), n_clusters=3)
+    assert 'id="k-choice"' not in write_report(run, map_method="pca").read_text()  # integer k
+    summary = json.loads((run / "summary.json").read_text())
+    message = "k=3 (best candidates 3, 4, 2); tried k = 2..5"
+    summary["k_choice"] = {
+        "scores": {"2": 0.05, "3": 0.12, "4": 0.1, "5": 0.02},
+        "message": message,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = write_report(run, map_method="pca").read_text(encoding="utf-8")
+    fig = re.search(
+        r'<figure class="map" id="k-curve"><img src="([^"]+)"[^>]*><figcaption>([^<]*)', text
+    )
+    assert fig is not None and message in fig.group(2) and "k=3 used" in fig.group(2)
+    raw = base64.b64decode(fig.group(1).split(",", 1)[1])
+    with Image.open(io.BytesIO(raw)) as im:
+        px = np.asarray(im.convert("RGB"))
+    red = np.all(px == (214, 39, 40), axis=2)
+    cols = np.flatnonzero(red.sum(axis=0) > 100)  # the chosen k's vertical line
+    assert len(cols) == 1 and abs(cols[0] - (48 + (3 - 2) / 3 * (640 - 64))) <= 1

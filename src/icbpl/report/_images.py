@@ -257,3 +257,40 @@ def render_map(
             draw.text((plot_w + 26, y0 - 1), f"{c} ({int(sizes[c])})", fill="black", font=font)
     draw.rectangle((0, 0, plot_w - 1, height - 1), outline=(200, 200, 200))
     return _png(img)
+
+
+def render_curve(
+    ks: list[int], scores: list[float], chosen: int, *, width: int = 640, height: int = 240
+) -> bytes:
+    """PNG line chart of ``scores`` against ``ks`` (e.g. choose_k's silhouette gap), the
+    ``chosen`` k marked in red, with the k axis labelled at its ends and at ``chosen``."""
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(12)
+    left, right, top, bottom = 48, 16, 12, 28
+    lo_k, hi_k = min(ks), max(ks)
+    finite = [s for s in scores if np.isfinite(s)]
+    lo_s, hi_s = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    span_k, span_s = max(hi_k - lo_k, 1), (hi_s - lo_s) or 1.0
+
+    def at(k: float, s: float) -> tuple[float, float]:
+        x = left + (k - lo_k) / span_k * (width - left - right)
+        return x, top + (hi_s - s) / span_s * (height - top - bottom)
+
+    draw.rectangle((left, top, width - right, height - bottom), outline=(200, 200, 200))
+    points = [at(k, s) for k, s in zip(ks, scores, strict=True) if np.isfinite(s)]
+    if len(points) > 1:
+        draw.line(points, fill=cluster_colour(0), width=2)
+    for x, y in points:
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=cluster_colour(0))
+    if chosen in ks and np.isfinite(scores[ks.index(chosen)]):
+        x, y = at(chosen, scores[ks.index(chosen)])
+        draw.line((x, top, x, height - bottom), fill=(214, 39, 40))
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=(214, 39, 40), width=2)
+    for k in sorted({lo_k, hi_k, chosen}):
+        draw.text(
+            (at(k, lo_s)[0], height - bottom + 4), f"k={k}", fill="black", font=font, anchor="mt"
+        )
+    for s in (lo_s, hi_s):
+        draw.text((left - 4, at(lo_k, s)[1]), f"{s:.3f}", fill="black", font=font, anchor="rm")
+    return _png(img)

@@ -33,6 +33,7 @@ from icbpl.report._images import (
     data_uri,
     make_thumbnail,
     project_2d,
+    render_curve,
     render_map,
     subsample,
 )
@@ -221,6 +222,29 @@ def _quality_note(q: ClusterQuality | None, note: str) -> str:
     )
 
 
+def _k_choice_html(summary: dict[str, Any]) -> str | None:
+    """The curve of choose_k's scores with the chosen k (``--k auto`` runs only)."""
+    choice = summary.get("k_choice")
+    if not isinstance(choice, dict) or not isinstance(choice.get("scores"), dict):
+        return None
+    try:
+        pairs = sorted((int(k), float(v)) for k, v in choice["scores"].items())
+        chosen = int(summary.get("n_clusters") or 0)
+    except (TypeError, ValueError):
+        return None
+    if len(pairs) < 2:
+        return None
+    png = render_curve([k for k, _ in pairs], [v for _, v in pairs], chosen)
+    caption = (
+        f"Label-free score of each candidate k (silhouette gap; higher is better), k={chosen} "
+        f"used: {choice.get('message', '')}"
+    )
+    return (
+        f'<figure class="map" id="k-curve"><img src="{data_uri(png, "image/png")}" '
+        f'alt="score per k"><figcaption>{esc(caption)}</figcaption></figure>'
+    )
+
+
 def _flag_words(q: ClusterQuality, c: int) -> list[str]:
     """Short flags of cluster ``c`` for the sizes table."""
     words = ["possibly mixed"] if c in q.mixed else []
@@ -353,6 +377,9 @@ def write_report(
     else:
         inner = '<p class="note">No map: latent.npy not found (or no rows).</p>'
     sections.append(("map", "Map", inner))
+    curve = _k_choice_html(res.summary)
+    if curve is not None:
+        sections.append(("k-choice", "Choosing k", curve))
     rows = None
     if quality is not None:
         flags = [_flag_words(quality, c) for c in range(res.n_clusters)]
