@@ -69,7 +69,8 @@ def _console_lines(log: str) -> list[str]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser")
-    return write_report(make_results(root), thumbs_per_cluster=3, borderline_per_cluster=2)
+    run = make_results(root, features=True, per_cluster=(5, 4, 3, 3))
+    return write_report(run, thumbs_per_cluster=3, borderline_per_cluster=2)
 
 
 def test_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
@@ -101,6 +102,23 @@ def test_dom_after_load_has_every_cluster_and_no_errors(report: Path, tmp_path: 
     assert page.img_srcs and all(s.startswith("data:image/") for s in page.img_srcs)
     for section in ("evaluation", "map", "overview", "clusters", "skipped", "run"):
         assert f'id="{section}"' in dom
+
+
+def test_dom_has_the_feature_map_confidence_and_flags(report: Path, tmp_path: Path) -> None:
+    dom, _ = _dump_dom(tmp_path, report)
+    live = re.search(r'<section id="map">(.*?)</section>', dom, re.S)
+    assert live is not None and 'src="data:image/png;base64,' in live.group(1)
+    assert "of the encoder features" in live.group(1)
+    sections = re.findall(r'<section class="cluster"[^>]*data-cluster="(\d+)"[^>]*>', dom)
+    confident = re.findall(r'<section class="cluster"[^>]*data-confident="([\d.]+)"', dom)
+    assert len(confident) == len(sections) == 4  # every non-empty cluster has its confidence
+    assert all(0.0 <= float(c) <= 1.0 for c in confident)
+    assert 'id="confidence-note"' in dom and "<b>Confident</b> is the share" in dom
+    flags = re.findall(r'<p class="flag">([^<]+)</p>', dom)
+    assert any(f.startswith("possibly split with cluster") for f in flags)
+    table = re.search(r'<table id="sizes">(.*?)</table>', dom, re.S)
+    assert table is not None and "<th>confident</th>" in table.group(1)
+    assert table.group(1).count('<td class="conf">') == 4
 
 
 def test_error_counter_and_csp_catch_injected_script(report: Path, tmp_path: Path) -> None:
