@@ -15,8 +15,14 @@ seed 1. Labels are used only to score.
 3. Novelty: the held-in 15 images per class of those 20 classes against 20 classes never seen
    (classes 50-69 of the permutation, 1,000 images): AUROC of `icbpl.novelty.similarity` and
    the share of each below the threshold calibrated on the training images (5% quantile).
+4. The report's per-cluster confidence and flags (`icbpl.report._quality`, 10 neighbours as in
+   the report) on ICBPL runs (30 epochs, seed 0) at the true k and at too few / too many
+   clusters: the accuracy of images above and below the confident margin; "possibly mixed"
+   against clusters whose majority class holds under 60% of them; "possibly split" against
+   pairs of clusters whose class compositions overlap by 25% or more (the sum over classes of
+   the smaller of the two clusters' shares). Section ``practitioner-flags``.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_practitioner.py
+    nice -n 10 .venv/bin/python benchmarks/bench_practitioner.py [--part flags]
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ from _common import SHARED_DATA, command_line, preamble, write_section
 from icbpl.choose_k import choose_k
 
 K_MAX = 80
+#: (folder, k) of the flag runs: the true k, and too few / too many clusters.
+FLAG_RUNS = (
+    ("Tiny-ImageNet 10 classes", 7),
+    ("Tiny-ImageNet 20 classes", 14),
+    ("Tiny-ImageNet 20 classes", 20),
+    ("Tiny-ImageNet 20 classes", 28),
+    ("Tiny-ImageNet 50 classes", 50),
+    ("CIFAR-10 10 classes", 10),
+    ("CIFAR-10 10 classes", 15),
+)
+#: What counts as truly mixed (majority share below) and truly split (composition overlap).
+PURITY_MIXED = 0.6
+OVERLAP_SPLIT = 0.25
 
 
 def features(cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -128,14 +147,137 @@ def bench_scores(feats: dict[str, tuple[np.ndarray, np.ndarray]], epochs: int) -
     }
 
 
+def _truth(y: np.ndarray, clusters: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster majority share (NaN when empty) and the (k, k) composition overlaps."""
+    counts = np.zeros((k, int(y.max()) + 1))
+    np.add.at(counts, (clusters, y), 1)
+    sizes = counts.sum(axis=1, keepdims=True)
+    comp = counts / np.maximum(sizes, 1)
+    purity = np.where(sizes[:, 0] > 0, comp.max(axis=1), np.nan)
+    overlap = np.minimum(comp[:, None, :], comp[None, :, :]).sum(axis=2)
+    return purity, overlap
+
+
+def _rate(hit: int, of: int) -> str:
+    return f"{hit}/{of}" + (f" ({100 * hit / of:.0f}%)" if of else "")
+
+
+def bench_flags(feats: dict[str, tuple[np.ndarray, np.ndarray]], epochs: int) -> list[str]:
+    """One row per run; then the pooled precision/recall of the two flags."""
+    from scipy.stats import spearmanr
+
+    from icbpl import ICBPL
+    from icbpl.metrics import match_clusters
+    from icbpl.neighbours import mine_neighbours
+    from icbpl.report._quality import (
+        CONFIDENT_MARGIN,
+        MIXED_AGREEMENT,
+        N_NEIGHBOURS,
+        SPLIT_SHARE,
+        assess,
+        link_counts,
+        pair_link_share,
+    )
+
+    data = folders(feats)
+    rows = []
+    pool: dict[str, list[np.ndarray]] = {"mt": [], "ms": [], "st": [], "ss": []}
+    for name, k in FLAG_RUNS:
+        x, y = data[name]
+        cl = np.asarray(ICBPL(n_clusters=k, epochs=epochs, random_state=0).fit(x).labels_)
+        nb = mine_neighbours(x, N_NEIGHBOURS)
+        q = assess(x, cl, k, neighbours=nb)
+        mapping = match_clusters(y, cl)
+        correct = np.array([mapping.get(int(c), -1) for c in cl]) == y
+        hi = q.margin >= CONFIDENT_MARGIN
+        purity, overlap = _truth(y, cl, k)
+        ok = ~np.isnan(purity)
+        mixed_true = purity[ok] < PURITY_MIXED
+        mixed_flag = q.agreement[ok] < MIXED_AGREEMENT
+        iu = np.triu_indices(k, 1)
+        split_true = overlap[iu] >= OVERLAP_SPLIT
+        share = pair_link_share(link_counts(nb, cl, k))[iu]
+        split_flag = share >= SPLIT_SHARE
+        pool["mt"].append(mixed_true)
+        pool["ms"].append(q.agreement[ok])
+        pool["st"].append(split_true)
+        pool["ss"].append(share)
+        rho = spearmanr(q.confident[ok], purity[ok]).statistic
+        rows.append(
+            f"| {name} | {len(x):,} | {k} | {correct.mean():.3f} | {100 * hi.mean():.0f}% | "
+            f"{correct[hi].mean():.2f} / {correct[~hi].mean():.2f} | {rho:.2f} | "
+            f"{_rate(int((mixed_flag & mixed_true).sum()), int(mixed_flag.sum()))} | "
+            f"{int(mixed_true.sum())} of {int(ok.sum())} | "
+            f"{_rate(int((split_flag & split_true).sum()), int(split_flag.sum()))} | "
+            f"{int(split_true.sum())} of {len(split_true)} |"
+        )
+        print(rows[-1], flush=True)
+    mt, ms, st, ss = (np.concatenate(pool[key]) for key in ("mt", "ms", "st", "ss"))
+    mf, sf = ms < MIXED_AGREEMENT, ss >= SPLIT_SHARE
+    pooled = {
+        "mixed_auroc": float(roc_auc_score(mt, -ms)),
+        "mixed_precision": _rate(int((mf & mt).sum()), int(mf.sum())),
+        "mixed_recall": _rate(int((mf & mt).sum()), int(mt.sum())),
+        "mixed_base": f"{100 * mt.mean():.0f}%",
+        "split_auroc": float(roc_auc_score(st, ss)),
+        "split_precision": _rate(int((sf & st).sum()), int(sf.sum())),
+        "split_recall": _rate(int((sf & st).sum()), int(st.sum())),
+        "split_base": f"{100 * st.mean():.1f}%",
+    }
+    print(pooled)
+    return _flags_body(rows, pooled, epochs)
+
+
+def _flags_body(rows: list[str], p: dict[str, object], epochs: int) -> list[str]:
+    from icbpl.report._quality import CONFIDENT_MARGIN, MIXED_AGREEMENT, SPLIT_SHARE
+
+    return [
+        "### The report's confidence and flags (issue 20)",
+        "",
+        preamble(command_line()),
+        f"ICBPL runs ({epochs} epochs, seed 0) on the folders above, at the true k and at too "
+        f"few / too many clusters; 10 neighbours by the encoder features, as the report uses. "
+        f"*Confident*: margin (`icbpl.novelty.confidence`) >= {CONFIDENT_MARGIN}; the ACC "
+        "columns give the share of correct assignments (Hungarian matching) among the images "
+        f"above / below it. *Truly mixed*: majority class under {100 * PURITY_MIXED:.0f}% of "
+        f"the cluster; *truly split*: two clusters whose class compositions overlap by "
+        f"{100 * OVERLAP_SPLIT:.0f}% or more. Flags: mixed = agreement < "
+        f"{100 * MIXED_AGREEMENT:.0f}%, split = link share >= {100 * SPLIT_SHARE:.0f}%. "
+        "The thresholds were chosen by looking at these same runs, so the precision below is "
+        "not a held-out estimate.",
+        "",
+        "| folder | images | k | ACC | confident | ACC confident / not | Spearman(confident, "
+        "purity) | mixed flags right | truly mixed | split flags right | truly split pairs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Pooled over the runs: **possibly mixed** flags are right for {p['mixed_precision']} "
+        f"of the flagged clusters (base rate {p['mixed_base']}), catching "
+        f"{p['mixed_recall']} of the truly mixed ones; agreement ranks truly mixed clusters "
+        f"with AUROC {p['mixed_auroc']:.2f}. **Possibly split** flags are right for "
+        f"{p['split_precision']} of the flagged pairs (base rate {p['split_base']}), catching "
+        f"{p['split_recall']}; the link share ranks truly split pairs with AUROC "
+        f"{p['split_auroc']:.2f}.",
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache", type=Path, default=Path("/tmp/icbpl-practitioner"))
     p.add_argument("--epochs", type=int, default=30, help="ICBPL epochs of the confidence fit")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
+    p.add_argument(
+        "--part", choices=("all", "flags"), default="all", help="flags: only the report's flags"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     feats = features(args.cache)
+    flags = "\n".join(bench_flags(feats, args.epochs))
+    print(flags)
+    if not args.no_write:
+        print(f"wrote {write_section('practitioner-flags', flags)}")
+    if args.part == "flags":
+        return
     rows, hits = bench_choose_k(feats)
     s = bench_scores(feats, args.epochs)
     print(s)

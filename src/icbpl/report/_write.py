@@ -218,7 +218,7 @@ def _quality_note(q: ClusterQuality | None, note: str) -> str:
         "agreement, and two clusters <b>possibly split</b> when at least "
         f"{100 * SPLIT_SHARE:.0f}% of their neighbour links join one to the other. Flags are "
         "hints to look at, not verdicts: on labelled photos about two in three pointed at a "
-        "truly mixed or overlapping cluster, and most such clusters go unflagged.</p>"
+        "truly mixed or overlapping cluster, and most such clusters went unflagged.</p>"
     )
 
 
