@@ -394,3 +394,10 @@ def test_k_choice_curve(tmp_path: Path) -> None:
     red = np.all(px == (214, 39, 40), axis=2)
     cols = np.flatnonzero(red.sum(axis=0) > 100)  # the chosen k's vertical line
     assert len(cols) == 1 and abs(cols[0] - (48 + (3 - 2) / 3 * (640 - 64))) <= 1
+
+
+def test_title_names_the_final_folder_when_written_while_staged(tmp_path: Path) -> None:
+    run = make_results(tmp_path, per_cluster=(2, 2), n_clusters=2)
+    staged = run.rename(tmp_path / ".results.icbpl-staging-4242")
+    text = write_report(staged, map_method="pca").read_text(encoding="utf-8")
+    assert "<title>icbpl report: results</title>" in text and "staging" not in text

@@ -291,6 +291,6 @@ def render_curve(
         draw.text(
             (at(k, lo_s)[0], height - bottom + 4), f"k={k}", fill="black", font=font, anchor="mt"
         )
-    for s in (lo_s, hi_s):
-        draw.text((left - 4, at(lo_k, s)[1]), f"{s:.3f}", fill="black", font=font, anchor="rm")
+    for s, anchor in ((lo_s, "rb"), (hi_s, "rt")):
+        draw.text((left - 4, at(lo_k, s)[1]), f"{s:.3f}", fill="black", font=font, anchor=anchor)
     return _png(img)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,14 @@ def _flag_words(q: ClusterQuality, c: int) -> list[str]:
     return words
 
 
+def _run_name(folder: Path) -> str:
+    """The results folder's name; for ``icbpl cluster --report``, which writes the page in the
+    staging folder ``.<name>.icbpl-staging-<pid>``, the name of the folder it becomes."""
+    name = folder.resolve().name
+    staged = re.fullmatch(r"\.(.+)\.icbpl-staging-\d+", name)
+    return staged.group(1) if staged else name
+
+
 def _header(res: Results, title: str) -> str:
     enc = res.summary.get("encoder") or {}
     bits = [f"{len(res)} images", f"{res.n_clusters} clusters"]
@@ -329,7 +338,7 @@ def write_report(
     html_path = Path(out) if out is not None else res.results_dir / "report.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     sizes = res.sizes()
-    title = f"icbpl report: {res.results_dir.resolve().name}"
+    title = f"icbpl report: {_run_name(res.results_dir)}"
 
     shown = sorted(np.argsort(-sizes, kind="stable")[:max_clusters].tolist())
     quality = _quality(res, progress)
