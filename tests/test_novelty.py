@@ -56,3 +56,17 @@ def test_calibrate_checks_the_quantile() -> None:
     assert calibrate(np.arange(101.0), 0.1) == pytest.approx(10.0)
     with pytest.raises(ValueError, match=r"quantile=1\.5 should be in"):
         calibrate(np.ones(3), 1.5)
+
+
+def test_blocks_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import icbpl.novelty as novelty
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((500, 6)).astype(np.float32)
+    lab = rng.integers(0, 4, size=500)
+    cents = feature_centroids(x, lab, 5)
+    whole = confidence(x, lab, cents), similarity(x, cents)
+    monkeypatch.setattr(novelty, "BLOCK", 37)  # 14 blocks, the last one short
+    np.testing.assert_allclose(feature_centroids(x, lab, 5), cents, atol=1e-6)
+    np.testing.assert_allclose(confidence(x, lab, cents), whole[0], atol=1e-12)
+    np.testing.assert_allclose(similarity(x, cents), whole[1], atol=1e-12)
