@@ -10,7 +10,7 @@ pre-decoded, pre-resized tensors), the library's `OnnxRunner` on the same tensor
 Each backend's features on the first batch are compared with PyTorch fp32 (max abs difference,
 min cosine). Rows are timed in interleaved rounds (the order reversed every other round, so a
 drift of the machine's load falls on both sides); the ratio of ``extract_features`` to the raw
-session is given per round and as the median. Writes the ``extraction`` section of
+session is given per round and as the median. Writes the ``extraction-ort`` section of
 docs/BENCHMARKS.md (``--no-write``: print only).
 
     .venv/bin/python benchmarks/bench_extraction.py --n 1024 --skip bf16 jit compile
@@ -307,7 +307,7 @@ def main() -> None:
     body = report(rows, ref, args, load0, enc)
     print(body)
     if not args.no_write:
-        write_section("extraction", body)
+        write_section("extraction-ort", body)
 
 
 def _cpu_name() -> str:
@@ -330,7 +330,7 @@ def report(
     load1 = os.getloadavg()
     base = max(rows[0].rates)
     lines = [
-        "## Feature extraction speed (efficientnet_lite0, CPU)\n",
+        "## Feature extraction vs a raw ONNX Runtime session (issue 18, efficientnet_lite0, CPU)\n",
         preamble(command_line()),
         f"- data: {args.n} CIFAR-10 test JPEGs (JPEG copy, 32 px, seeded sample), decoded from "
         f"bytes in memory on every load; encoder {enc.config.name} at {args.size} px, batch "
