@@ -3,12 +3,17 @@
 Measures images/s of ``efficientnet_lite0`` (timm ``tf_efficientnet_lite0``; packaged ImageNet
 weights when ``icbpl.encoders`` is available, else random init, which runs at the same speed) at
 160 px for: PyTorch fp32 (NCHW), fp32 channels_last, bf16 autocast + channels_last,
-``torch.jit.trace`` + ``freeze``, ``torch.compile``, ONNX Runtime (CPU provider), and
+``torch.jit.trace`` + ``freeze``, ``torch.compile``, a raw ONNX Runtime session (the library's
+export, ``intra_op_num_threads`` = the thread count, every other option at its default, fed
+pre-decoded, pre-resized tensors), the library's `OnnxRunner` on the same tensors, and
 ``icbpl.features.extract_features`` end to end (JPEG decoding, resizing, caching included).
 Each backend's features on the first batch are compared with PyTorch fp32 (max abs difference,
-min cosine). Prints a Markdown table for docs/BENCHMARKS.md.
+min cosine). Rows are timed in interleaved rounds (the order reversed every other round, so a
+drift of the machine's load falls on both sides); the ratio of ``extract_features`` to the raw
+session is given per round and as the median. Writes the ``extraction-ort`` section of
+docs/BENCHMARKS.md (``--no-write``: print only).
 
-    .venv/bin/python benchmarks/bench_extraction.py --n 1024
+    .venv/bin/python benchmarks/bench_extraction.py --n 1024 --skip bf16 jit compile
 
 Timings on a shared machine are noisy: compare rows of one run, not across runs.
 """
@@ -35,12 +40,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from _common import SHARED_DATA, command_line, preamble, write_section
 from icbpl.augment import resize_batch
 from icbpl.features import extract_features
 from icbpl.features._backends import OnnxRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+DATA = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 
 class TimmLite0(nn.Module):
@@ -144,10 +149,18 @@ class ExtractRow(Row):
     """``extract_features`` end to end on the JPEG source (fresh features cache per round)."""
 
     def __init__(
-        self, name: str, enc: nn.Module, source: JpegSource, batch: int, workers: int, cache: Path
+        self,
+        name: str,
+        enc: nn.Module,
+        source: JpegSource,
+        batch: int,
+        workers: int,
+        cache: Path,
+        backend: str = "onnx",
     ) -> None:
         super().__init__(name, lambda t: t, torch.empty(0), batch, "JPEG decode + resize + cache")
         self.enc, self.source, self.workers, self.cache = enc, source, workers, cache
+        self.backend_arg = backend
         self.backend = ""
 
     def run(self, budget: float) -> None:
@@ -160,6 +173,7 @@ class ExtractRow(Row):
             cache_dir=self.cache,
             progress=False,
             num_workers=self.workers,
+            backend=self.backend_arg,  # type: ignore[arg-type]
         )
         self.rates.append(len(self.source) / (time.perf_counter() - t0))
         self.backend = str(fs.meta["backend"])
@@ -172,14 +186,42 @@ def compare(out: Tensor, ref: Tensor) -> tuple[float, float]:
     return diff, cos
 
 
+class RawOrtRow(Row):
+    """A plain ``onnxruntime.InferenceSession``: the thread count, every other option default."""
+
+    def __init__(self, path: Path, x: Tensor, batch: int, threads: int) -> None:
+        import onnxruntime as ort
+
+        t = time.perf_counter()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(images: Tensor) -> Tensor:
+            (out,) = session.run(None, {"images": np.ascontiguousarray(images.numpy())})
+            return torch.from_numpy(out)
+
+        note = f"session load {time.perf_counter() - t:.1f} s, export excluded"
+        super().__init__(
+            f"ONNX Runtime session, raw (CPU EP, fp32, intra_op_num_threads={threads})",
+            run,
+            x,
+            batch,
+            note,
+        )
+
+
 def build_rows(
     args: argparse.Namespace, enc: nn.Module, x: Tensor, source: JpegSource, cache: Path
 ) -> list[Row]:
     b = args.batch
-    rows = [Row("torch fp32 (NCHW)", enc.encode, x, b)]  # type: ignore[arg-type]
+    rows: list[Row] = []
+    if "torch" not in args.skip:
+        rows.append(Row("torch fp32 (NCHW)", enc.encode, x, b))  # type: ignore[arg-type]
     cl = copy.deepcopy(enc).to(memory_format=torch.channels_last)
     xcl = x.contiguous(memory_format=torch.channels_last)
-    rows.append(Row("torch fp32 channels_last", cl.encode, xcl, b))  # type: ignore[arg-type]
+    if "torch" not in args.skip:
+        rows.append(Row("torch fp32 channels_last", cl.encode, xcl, b))  # type: ignore[arg-type]
     if "bf16" not in args.skip:
 
         def bf16(t: Tensor) -> Tensor:
@@ -205,28 +247,28 @@ def build_rows(
                 "compiles in the warm-up",
             )
         )
-    if "onnx" not in args.skip:
-        t = time.perf_counter()
-        path = next((cache / "onnx").glob("*.onnx"), cache / "bench.onnx")  # the auto export
-        runner = OnnxRunner(enc, path, args.size)  # type: ignore[arg-type]
-        rows.append(
-            Row(
-                "ONNX Runtime (CPU EP, fp32)",
-                runner,
-                x,
-                b,
-                f"session load {time.perf_counter() - t:.1f} s, export excluded",
-            )
+    path = next((cache / "onnx").glob("*.onnx"))  # the library's export (warm-up run)
+    rows.append(RawOrtRow(path, x, b, args.threads))
+    runner = OnnxRunner(enc, path, args.size)  # type: ignore[arg-type]
+    rows.append(
+        Row(
+            f"icbpl OnnxRunner ({runner.threads} concurrent parts, 1 thread each)",
+            runner,
+            x,
+            b,
+            "same session file, decoded tensors",
         )
-    for workers in (0, 1):
+    )
+    for workers in args.workers:
         rows.append(
             ExtractRow(
-                f"extract_features(backend='auto'), num_workers={workers}",
+                f"extract_features(backend={args.backend!r}), num_workers={workers}",
                 enc,
                 source,
                 b,
                 workers,
                 cache,
+                args.backend,
             )
         )
     return rows
@@ -238,61 +280,81 @@ def main() -> None:
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best one counts")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--budget", type=float, default=20.0, help="timed seconds per row and round")
-    p.add_argument("--skip", nargs="*", default=[], help="rows to skip: bf16 jit compile onnx")
+    p.add_argument("--skip", nargs="*", default=[], help="rows to skip: torch bf16 jit compile")
+    p.add_argument("--workers", type=int, nargs="+", default=[1], help="extract_features rows")
+    p.add_argument("--backend", default="onnx", help="extract_features backend (default onnx)")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()
     source = JpegSource(read_jpegs(args.data, args.n))
     x = resize_batch(torch.stack([source.load(i) for i in range(len(source))]), args.size)
     enc = make_encoder(args.size)
     with torch.inference_mode():
         ref = enc.encode(x[: args.batch]).float()
     with tempfile.TemporaryDirectory() as tmp:
-        ExtractRow("warm", enc, source, args.batch, 1, Path(tmp)).run(0)  # export ONNX once
+        ExtractRow("warm", enc, source, args.batch, 1, Path(tmp), "onnx").run(0)  # export once
         rows = build_rows(args, enc, x, source, Path(tmp))
         for r in range(args.rounds):
-            for row in rows:
+            for row in rows if r % 2 == 0 else rows[::-1]:
                 row.run(args.budget)
                 print(f"  round {r}: {row.name}: {row.rates[-1]:.1f} img/s", flush=True)
-    report(rows, ref, args, load0, enc)
+    body = report(rows, ref, args, load0, enc)
+    print(body)
+    if not args.no_write:
+        write_section("extraction-ort", body)
 
 
-def report(rows: list[Row], ref: Tensor, args: argparse.Namespace, load0: float, enc: Any) -> None:
-    cpu = platform.machine()
+def _cpu_name() -> str:
     try:
-        cpu = next(
-            ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln
-        )
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
     except (OSError, StopIteration):
-        pass
+        return platform.machine()
+
+
+def report(
+    rows: list[Row], ref: Tensor, args: argparse.Namespace, load0: tuple[float, ...], enc: Any
+) -> str:
     try:
         import onnxruntime
 
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = "absent"
+    load1 = os.getloadavg()
     base = max(rows[0].rates)
-    print(f"\n### Feature extraction: {enc.config.name} at {args.size} px, batch {args.batch}\n")
-    print(
-        f"{args.n} CIFAR-10 test JPEGs (JPEG copy); CPU: {cpu}, {args.threads} threads; torch "
-        f"{torch.__version__}, onnxruntime {ort_version}. Best of {args.rounds} interleaved "
-        f"rounds. Load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after (shared "
-        "machine: timings are under contention; compare rows, not runs).\n"
-    )
-    print("| backend | img/s | vs fp32 NCHW | max abs diff vs fp32 | min cosine | note |")
-    print("|---|---:|---:|---:|---:|---|")
+    lines = [
+        "## Feature extraction vs a raw ONNX Runtime session (issue 18, efficientnet_lite0, CPU)\n",
+        preamble(command_line()),
+        f"- data: {args.n} CIFAR-10 test JPEGs (JPEG copy, 32 px, seeded sample), decoded from "
+        f"bytes in memory on every load; encoder {enc.config.name} at {args.size} px, batch "
+        f"{args.batch}; CPU {_cpu_name()}, {args.threads} threads (torch and ONNX Runtime); "
+        f"onnxruntime {ort_version}",
+        f"- load average (1, 5, 15 min) at the start {load0[0]:.1f} / {load0[1]:.1f} / "
+        f"{load0[2]:.1f}, at the end {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} (shared "
+        f"machine: compare rows of this run, not runs); {args.rounds} interleaved rounds, "
+        "order reversed every other round; img/s is the best round\n",
+        "| backend | img/s (best) | per round | vs first row | max abs diff vs torch fp32 "
+        "| min cosine | note |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
     out = []
     for row in rows:
         assert row.first is not None
         diff, cos = compare(row.first, ref[: row.batch])
         name = row.name + (f" -> {row.backend}" if isinstance(row, ExtractRow) else "")
         best = max(row.rates)
-        print(f"| {name} | {best:.1f} | {best / base:.2f}x | {diff:.1e} | {cos:.6f} | {row.note} |")
+        rounds = ", ".join(f"{v:.1f}" for v in row.rates)
+        lines.append(
+            f"| {name} | {best:.1f} | {rounds} | {best / base:.2f}x | {diff:.1e} | {cos:.6f} "
+            f"| {row.note} |"
+        )
         out.append(
             {
                 "backend": name,
@@ -303,20 +365,21 @@ def report(rows: list[Row], ref: Tensor, args: argparse.Namespace, load0: float,
                 "note": row.note,
             }
         )
-    ort = [r for r in out if r["backend"].startswith("ONNX")]
-    ours = [r for r in out if r["backend"].startswith("extract_features")]
-    if ort and ours:
-        best = max(r["img_s"] for r in ours)
-        per_round = [
-            max(r["rates"][i] for r in ours) / ort[0]["rates"][i] for i in range(args.rounds)
+    raw = next(r for r in rows if isinstance(r, RawOrtRow))
+    ours = [r for r in rows if isinstance(r, ExtractRow)]
+    if ours:
+        per_round = [max(r.rates[i] for r in ours) / raw.rates[i] for i in range(args.rounds)]
+        lines += [
+            "",
+            "**extract_features end to end / raw ONNX Runtime session, wall time, same images "
+            f"and threads: median {float(np.median(per_round)):.2f}** (per round "
+            f"{', '.join(f'{v:.2f}' for v in per_round)}; best rate / best rate "
+            f"{max(max(r.rates) for r in ours) / max(raw.rates):.2f})",
         ]
-        print(
-            f"\nextract_features end to end / raw ONNX Runtime: {best / ort[0]['img_s']:.2f} "
-            f"(best rates); per round {', '.join(f'{v:.2f}' for v in per_round)}"
-        )
     if args.json:
         meta = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json.write_text(json.dumps({"rows": out, "args": meta}, indent=1))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

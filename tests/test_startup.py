@@ -1,4 +1,5 @@
-"""Start-up: ``import icbpl.cli``, ``--help`` and argument errors load neither torch nor sklearn."""
+"""Start-up: ``import icbpl.cli``, ``--help``, argument errors and ``icbpl encoders`` load
+neither torch nor scikit-learn (nor faiss)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_import_cli_does_not_import_torch() -> None:
         (["cluster", "--help"], 0),
         (["cluster", "photos/", "--k", "zero"], 2),
         (["no-such-command"], 2),
+        (["encoders"], 0),
     ],
 )
 def test_help_and_usage_errors_stay_light(argv: list[str], code: int) -> None:

@@ -93,24 +93,27 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
     With the defaults the bandwidths are {1/4, 1/2, 1, 2, 4} x b. When ``kernel_mul`` is 2 only
     the widest kernel is exponentiated; each narrower one is the square of the next wider
     (``exp(-D / (b/2)) = exp(-D / b)^2``), so five kernels cost one ``exp`` and four products.
+    The matrix is computed by blocks: ``K_XY`` once (``mean(K_YX) = mean(K_XY)``), and ``K_YY``,
+    which has no gradient, without autograd; the value is the formula's (tests/test_losses.py).
     Returns a scalar.
     """
     n = z.shape[0]
     k = centroids.shape[0]
     reps = -(-n // k)
-    target = centroids.to(dtype=z.dtype, device=z.device).repeat(reps, 1)[:n]
-    total = torch.cat([z, target], dim=0)
-    sq = total.pow(2).sum(1)
-    dist2 = (sq[:, None] + sq[None, :] - 2.0 * total @ total.T).clamp_min(0.0)
-    m = total.shape[0]
-    bandwidth = dist2.detach().sum() / (m * m - m)
-    bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
-    kernels = _kernel_sum(dist2, bandwidth, kernel_mul, kernel_num)
-    xx = kernels[:n, :n]
-    yy = kernels[n:, n:]
-    xy = kernels[:n, n:]
-    yx = kernels[n:, :n]
-    return (xx + yy - xy - yx).mean()
+    target = centroids.to(dtype=z.dtype, device=z.device).detach().repeat(reps, 1)[:n]
+    zz = z.pow(2).sum(1)
+    tt = target.pow(2).sum(1)
+    d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+    d_xy = (zz[:, None] + tt[None, :] - 2.0 * z @ target.T).clamp_min(0.0)
+    with torch.no_grad():
+        d_yy = (tt[:, None] + tt[None, :] - 2.0 * target @ target.T).clamp_min(0.0)
+        m = 2 * n
+        bandwidth = (d_xx.sum() + 2.0 * d_xy.sum() + d_yy.sum()) / (m * m - m)
+        bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
+        k_yy = _kernel_sum(d_yy, bandwidth, kernel_mul, kernel_num).mean()
+    k_xx = _kernel_sum(d_xx, bandwidth, kernel_mul, kernel_num).mean()
+    k_xy = _kernel_sum(d_xy, bandwidth, kernel_mul, kernel_num).mean()
+    return k_xx + k_yy - 2.0 * k_xy
 
 
 def _kernel_sum(dist2: Tensor, bandwidth: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:

@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "EpochRecord",
     "TrainConfig",
     "TrainResult",
+    "make_adam",
     "train_head",
     "train_threads",
 ]
@@ -215,6 +216,19 @@ def _fit_standardisation(head: ProjectionHead, x: Tensor, block: int = 65536) ->
     head.set_standardisation(mean.to(x.dtype), scale.to(x.dtype))
 
 
+def make_adam(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for the parameters' device (one pass
+    per tensor: about 2.8x faster than ``foreach`` for the paper's head on one CPU thread,
+    docs/notes/scale.md), else ``foreach``. Same update up to float rounding."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 def train_threads(config: TrainConfig, device: torch.device) -> int | None:
     """Torch CPU threads for training (``None``: leave them as they are)."""
     if device.type != "cpu" or requested_threads() is not None:
@@ -294,9 +308,7 @@ def _train(
     n, dim = x.shape
     head = ProjectionHead(dim, config.hidden, config.latent_dim, config.feature_power).to(device)
     _fit_standardisation(head, x)
-    opt = torch.optim.Adam(
-        head.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
-    )
+    opt = make_adam(head.parameters(), config.lr, config.weight_decay)
     k_nb = config.n_neighbours
     nb = neighbours
     if nb is None and k_nb > 0:

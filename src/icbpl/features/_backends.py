@@ -21,6 +21,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+#: `OnnxRunner` splits a batch into concurrent parts of at least this many images.
+MIN_PART = 8
 #: ``backend="auto"`` exports to ONNX only for at least this many images (export takes seconds).
 AUTO_ONNX_MIN_IMAGES = 1000
 
@@ -175,6 +178,13 @@ def export_onnx(encoder: EncoderLike, path: Path, input_size: int) -> None:
 class OnnxRunner:
     """ONNX Runtime (CPU execution provider, fp32) over an exported ``encoder.encode``.
 
+    A batch is split into up to ``threads`` parts (at least MIN_PART images each) that run
+    concurrently, each on one thread of a session with one intra-op thread, instead of one
+    run over ``threads`` intra-op threads: the threads then meet once per batch rather than
+    after every operator, so a core taken away by other work (the decoding thread, another
+    process) stalls one part instead of every operator (benchmarks/bench_extraction.py).
+    Results are the same rows in the same order.
+
     An export is checked against PyTorch fp32 on two random images (cosine >= 0.9999 and a
     small maximum difference) once per cache key: a new one before it is renamed into place; a
     cached one unless ``<export>.verified.json`` records that check for the file's exact
@@ -185,9 +195,13 @@ class OnnxRunner:
 
     name = "onnx"
 
-    def __init__(self, encoder: EncoderLike, path: Path, input_size: int) -> None:
+    def __init__(
+        self, encoder: EncoderLike, path: Path, input_size: int, threads: int | None = None
+    ) -> None:
         self._ort = import_onnxruntime()
         self.path = path
+        #: concurrent parts of a batch (default: torch's CPU threads)
+        self.threads = max(1, int(threads or torch.get_num_threads()))
         if path.exists():
             try:
                 self.session = self._session(path)
@@ -221,7 +235,7 @@ class OnnxRunner:
 
     def _session(self, path: Path) -> Any:
         options = self._ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = 1  # concurrency comes from the parts (see the class)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return self._ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -229,8 +243,20 @@ class OnnxRunner:
     def __call__(self, images: Tensor) -> Tensor:
         """Features ``(B, D)`` float32 on the CPU."""
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())
-        (out,) = self.session.run(["features"], {"images": x})
-        return torch.from_numpy(out)
+        parts = min(self.threads, max(1, len(x) // MIN_PART))
+        if parts == 1:
+            (out,) = self.session.run(["features"], {"images": x})
+            return torch.from_numpy(out)
+        bounds = np.linspace(0, len(x), parts + 1).astype(int)
+        with ThreadPoolExecutor(parts, thread_name_prefix="icbpl-onnx") as pool:
+            outs = list(
+                pool.map(
+                    lambda lo, hi: self.session.run(["features"], {"images": x[lo:hi]})[0],
+                    bounds[:-1],
+                    bounds[1:],
+                )
+            )
+        return torch.from_numpy(np.concatenate(outs))
 
     def _verify(self, encoder: EncoderLike, input_size: int) -> dict[str, float]:
         x = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))

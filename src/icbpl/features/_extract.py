@@ -28,7 +28,7 @@ from icbpl.features._backends import (
     make_runner,
     weights_digest,
 )
-from icbpl.features._cache import RowCache
+from icbpl.features._cache import CHUNK_ROWS, RowCache
 from icbpl.features._loading import prefetch_batches
 
 __all__ = ["FeatureSet", "extract_features"]
@@ -130,8 +130,9 @@ def extract_features(
     """Encode every image of ``source`` (and ``views`` augmented views of each) with ``encoder``.
 
     Images are resized to ``encoder.config.input_size`` (`icbpl.augment.resize_batch`), encoded
-    in batches and written to a memory-mapped cache as each batch completes, so an interrupted
-    run resumes and a finished one is reused.
+    in batches and written to a memory-mapped cache, committed every COMMIT_ROWS rows or
+    COMMIT_SECONDS seconds and when the call ends or fails, so an interrupted run (even by
+    SIGKILL) resumes after the last commit and a finished one is reused.
 
     Args:
         encoder: an `icbpl.encoders.Encoder` (never modified; copies are moved when needed).
@@ -247,6 +248,33 @@ def extract_features(
     )
 
 
+COMMIT_ROWS = CHUNK_ROWS
+"""Rows written (over all targets) between two commits of the caches."""
+
+COMMIT_SECONDS = 10.0
+"""Longest time between two commits: a SIGKILL loses at most this much work (or COMMIT_ROWS)."""
+
+
+class _Commits:
+    """Commits ``caches`` every COMMIT_ROWS written rows or COMMIT_SECONDS, not every batch
+    (a commit flushes the memory map and fsyncs the sidecar)."""
+
+    def __init__(self, caches: list[RowCache]) -> None:
+        self.caches = caches
+        self.rows = 0
+        self.since = time.monotonic()
+
+    def wrote(self, rows: int) -> None:
+        self.rows += rows
+        if self.rows >= COMMIT_ROWS or time.monotonic() - self.since >= COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        for cache in self.caches:
+            cache.commit()
+        self.rows, self.since = 0, time.monotonic()
+
+
 def _batch_starts(spans: list[tuple[int, int]], step: int, align: int) -> list[int]:
     """Starts of batches of ``step`` rows covering ``spans`` (merged; each span's first batch
     starts at a multiple of ``align``)."""
@@ -293,23 +321,29 @@ def _run(
             extra={"console": True},
         )
     t0 = time.perf_counter()
+    commits = _Commits([cache for cache, _ in targets])
     with tqdm(total=remaining, unit="img", desc=desc, disable=not progress) as bar:
-        for s, images in prefetch_batches(source, starts, step, size, num_workers):
-            x = images.to(device, non_blocking=True)
-            e = s + len(x)
-            for (cache, j), spans in zip(targets, todo, strict=True):
-                if not _needs(spans, s, e):
-                    continue
-                if j is not None and augment is not None:
-                    out = runner(_augment_view(augment, x, seed, j, s))
-                else:
-                    out = runner(x)
-                if not bool(torch.isfinite(out).all()):
-                    raise RuntimeError(f"the encoder returned NaN or inf for images {s}:{e}")
-                cache.write(j, s, out.numpy())
-                cache.commit()  # each target as soon as its rows are written: an interrupt
-                # during the views of a batch keeps that batch's features
-                bar.update(sum(min(e, b) - max(s, a) for a, b in spans if a < e and s < b))
+        try:
+            for s, images in prefetch_batches(source, starts, step, size, num_workers):
+                x = images.to(device, non_blocking=True)
+                e = s + len(x)
+                for (cache, j), spans in zip(targets, todo, strict=True):
+                    if not _needs(spans, s, e):
+                        continue
+                    if j is not None and augment is not None:
+                        out = runner(_augment_view(augment, x, seed, j, s))
+                    else:
+                        out = runner(x)
+                    if not bool(torch.isfinite(out).all()):
+                        raise RuntimeError(f"the encoder returned NaN or inf for images {s}:{e}")
+                    cache.write(j, s, out.numpy())
+                    done = sum(min(e, b) - max(s, a) for a, b in spans if a < e and s < b)
+                    commits.wrote(done)
+                    bar.update(done)
+        finally:
+            # an exception (Ctrl-C, a failing image) keeps every row written before it, the
+            # features of an interrupted batch's views included; SIGKILL keeps the last commit
+            commits.commit()
     elapsed = time.perf_counter() - t0
     logger.info(
         "encoded %d images in %.1f s (%.1f img/s)",
