@@ -449,6 +449,7 @@ def test_turtle_several_spaces() -> None:
     b = np.eye(3)[y] @ rng.standard_normal((3, 7)) * 3 + 0.3 * rng.standard_normal((90, 7))
     res = fit_peer("turtle", a, 3, spaces=[b], iterations=150, inner_lr=1e-2, outer_lr=1e-2)
     assert res.info["n_spaces"] == 2
+    assert res.info["overrides"]["spaces"] == "[<ndarray (90, 7)>]"  # JSON-friendly
     assert cluster_accuracy(y, res.labels) >= 0.95
     with pytest.raises(ValueError, match=r"spaces\[0\] should have shape \(90, n_features\)"):
         fit_peer("turtle", a, 3, spaces=[b[:10]], iterations=1)

@@ -259,6 +259,20 @@ def resolve_neighbours(
     return torch.as_tensor(idx, dtype=torch.int64, device=x.device)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` if JSON-friendly (scalars, strings, lists of them), else a short description."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return list(value)
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(str(_plain(v)) for v in value)}]"
+    shape = getattr(value, "shape", None)
+    return f"<{type(value).__name__} {tuple(shape)}>" if shape is not None else repr(value)
+
+
 def fit_peer(
     name: str,
     X: Any,
@@ -302,6 +316,7 @@ def fit_peer(
         )
     x, nb, v = _check_inputs(X, n_clusters, neighbours, views, seed, device)
     run_options = {**spec.options, **kwargs}
+    overrides = {k: _plain(v) for k, v in kwargs.items()}
     start = time.perf_counter()
     with seeded(int(seed), x.device):
         result = fn(x, int(n_clusters), neighbours=nb, views=v, seed=int(seed), **run_options)
@@ -311,8 +326,8 @@ def fit_peer(
         "seed": int(seed),
         "n_clusters": int(n_clusters),
         "schedule": schedule,
-        "overrides": dict(kwargs),
-        "schedule_label": schedule_label(name, schedule, kwargs),
+        "overrides": overrides,
+        "schedule_label": schedule_label(name, schedule, overrides),
     }
     info.update(result.info)
     info["time_s"] = elapsed
