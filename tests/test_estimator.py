@@ -230,7 +230,9 @@ def test_scan_warm_start_starts_from_scans_clustering_step(tmp_path: Path) -> No
     assert model.neighbours_.shape == (400, 2)
     np.testing.assert_array_equal(model.neighbours_, nb[:, :2])
     assert len(model.init_metrics_) == 2
-    scan = fit_peer("scan", x, 4, neighbours=nb, views=views, seed=5, self_label=False)
+    scan = fit_peer(
+        "scan", x, 4, neighbours=nb, views=views, seed=5, schedule="tuned", self_label=False
+    )
     assert model.init_metrics_[0] == evaluate(y, scan.labels)
     assert evaluate(y, model.labels_)["acc"] >= 0.95
     loaded = ICBPL.load(model.save(tmp_path / "m"))

@@ -410,9 +410,9 @@ def _init_targets(
     """The warm start's target cluster of every sample (``None`` for ``init="random"``).
 
     ``"kmeans"``: :func:`icbpl.smoothing.smoothed_kmeans` of the features.
-    ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's defaults:
-    10 linear heads, the one with the lowest SCAN loss kept) on the same features, views and
-    neighbours (all columns given; 20 mined by cosine if none).
+    ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's ``"tuned"``
+    schedule: 10 linear heads, the one with the lowest SCAN loss kept) on the same features,
+    views and neighbours (all columns given; 20 mined by cosine if none).
     """
     from icbpl.peers import fit_peer
     from icbpl.smoothing import smoothed_kmeans
@@ -423,7 +423,14 @@ def _init_targets(
     if init == "scan":
         logger.info("warm start: SCAN's clustering step (10 linear heads)")
         return fit_peer(
-            "scan", x, k, neighbours=neighbours, views=views, seed=seed % (2**32), self_label=False
+            "scan",
+            x,
+            k,
+            neighbours=neighbours,
+            views=views,
+            seed=seed % (2**32),
+            schedule="tuned",
+            self_label=False,
         ).labels
     return None
 

@@ -14,8 +14,9 @@ class MultiLinear(nn.Module):
     """``H`` independent linear maps ``in_dim -> out_dim``: (B, in) or (H, B, in) -> (H, B, out).
 
     Initialised like :class:`torch.nn.Linear` (uniform in ``±1/sqrt(in_dim)``) unless ``init_std``
-    is given, in which case weights are truncated-normal with that std and biases zero (the DINO /
-    TEMI head initialisation).
+    is given, in which case weights are normal with that std truncated to ``[-2, 2]`` (absolute
+    bounds, as DINO's ``trunc_normal_(w, std=.02)``: in effect untruncated) and biases zero (the
+    DINO / TEMI head initialisation).
     """
 
     def __init__(
@@ -38,7 +39,7 @@ class MultiLinear(nn.Module):
                 if self.bias is not None:
                     self.bias.uniform_(-bound, bound)
             else:
-                nn.init.trunc_normal_(self.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
+                nn.init.trunc_normal_(self.weight, std=init_std, a=-2.0, b=2.0)
                 if self.bias is not None:
                     self.bias.zero_()
 
@@ -48,9 +49,14 @@ class MultiLinear(nn.Module):
         return int(self.weight.shape[0])
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, in) shared by all heads, or (H, B, in) one input per head -> (H, B, out)."""
-        out = torch.matmul(x, self.weight)  # broadcasts (B, in) against (H, in, out)
-        return out + self.bias if self.bias is not None else out
+        """(B, in) shared by all heads, or (H, B, in) one input per head -> (H, B, out).
+
+        One batched matmul for all heads, the bias added inside it (``baddbmm``).
+        """
+        if self.bias is None:
+            return torch.matmul(x, self.weight)  # broadcasts (B, in) against (H, in, out)
+        xb = x.expand(self.weight.shape[0], *x.shape) if x.ndim == 2 else x
+        return torch.baddbmm(self.bias, xb, self.weight)
 
     def select(self, head: int) -> MultiLinear:
         """A one-head copy holding head ``head``'s parameters."""
@@ -74,8 +80,14 @@ def select_head(losses: Tensor) -> int:
 
 
 def lr_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0) -> list[float]:
-    """Linear warm-up from 0 to ``base`` then cosine decay to ``final`` (DINO's scheduler)."""
-    warm = [base * (i + 1) / warmup_steps for i in range(min(warmup_steps, total_steps))]
+    """Linear warm-up from 0 to ``base`` then cosine decay to ``final`` (DINO's scheduler).
+
+    As DINO's ``cosine_scheduler``: the warm-up is ``linspace(0, base, warmup_steps)`` (its first
+    value 0, its last ``base``), then ``final + (base - final) (1 + cos(pi i / R)) / 2`` for
+    ``i = 0 .. R - 1`` over the ``R`` remaining steps.
+    """
+    w = min(warmup_steps, total_steps)
+    warm = [base * i / (w - 1) if w > 1 else 0.0 for i in range(w)]
     rest = total_steps - len(warm)
     cos = [
         final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / max(rest, 1)))

@@ -7,10 +7,19 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from icbpl.peers._registry import PeerResult, register_peer
+from icbpl.peers._registry import PeerResult, Schedule, register_peer
+
+_OFFICIAL = Schedule(
+    label="k-means++ on L2-normalised rows, best of 10 runs, at most 300 iterations"
+)
+_RAW = Schedule(
+    options={"normalize": False, "max_iter": 1000},
+    label="k-means++ on the raw features, best of 10 runs, at most 1000 iterations "
+    "(TURTLE's k-means baseline)",
+)
 
 
-@register_peer("kmeans")
+@register_peer("kmeans", schedules={"official": _OFFICIAL, "raw": _RAW})
 def fit_kmeans(
     X: Tensor,
     n_clusters: int,

@@ -1,4 +1,11 @@
-"""The peers' front door: registry, input validation, seeding, :class:`PeerResult`."""
+"""The peers' front door: registry, named schedules, input validation, seeding, :class:`PeerResult`.
+
+Every peer registers named *schedules*: sets of option values. ``"official"`` is the authors'
+defaults and schedule as their public code runs them (the peer function's own keyword defaults,
+and the default of :func:`fit_peer`); ``"tuned"``, where a peer has one, is our variant for
+frozen features, measured to be stronger (see docs/notes/peers.md). Explicit keyword options
+of :func:`fit_peer` override the schedule's values and are recorded in ``info["overrides"]``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import inspect
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,7 +24,15 @@ from torch import Tensor
 from icbpl.device import seeded
 from icbpl.neighbours import mine_neighbours
 
-__all__ = ["PeerResult", "fit_peer", "list_peers", "register_peer"]
+__all__ = [
+    "PeerResult",
+    "Schedule",
+    "fit_peer",
+    "list_peers",
+    "peer_schedules",
+    "register_peer",
+    "schedule_label",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +54,23 @@ class PeerResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A named set of option values of one peer.
+
+    Attributes:
+        options: keyword options of the peer that differ from its function's defaults (which are
+            the authors' official values, so ``"official"`` has none).
+        label: a short description for tables, e.g. ``"1 head, Adam 1e-4, 50 + 200 epochs"``.
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+OFFICIAL = "official"
+"""Name of the schedule :func:`fit_peer` runs unless told otherwise."""
+
 PeerFn = Callable[..., PeerResult]
 """A registered peer: ``fn(X, n_clusters, *, neighbours, views, seed, **options) -> PeerResult``
 with ``X`` a validated float32 (N, D) tensor, ``neighbours`` an int64 (N, K) tensor or ``None``
@@ -49,15 +81,29 @@ _F = TypeVar("_F", bound=PeerFn)
 
 _FIXED = {"X", "n_clusters", "neighbours", "views", "seed"}
 _PEERS: dict[str, PeerFn] = {}
+_SCHEDULES: dict[str, dict[str, Schedule]] = {}
 
 
-def register_peer(name: str) -> Callable[[_F], _F]:
-    """Decorator registering a peer function under ``name`` (see :data:`PeerFn`)."""
+def register_peer(name: str, schedules: Mapping[str, Schedule] | None = None) -> Callable[[_F], _F]:
+    """Decorator registering a peer function under ``name`` (see :data:`PeerFn`).
+
+    ``schedules`` maps schedule names to :class:`Schedule` objects; it must hold ``"official"``
+    (added with no options when absent: the function's defaults). Every schedule's options must
+    be keyword options of the function.
+    """
 
     def deco(fn: _F) -> _F:
         if name in _PEERS:
             raise ValueError(f"a peer named {name!r} is already registered")
+        table = dict(schedules or {})
+        table.setdefault(OFFICIAL, Schedule())
+        known = set(_keyword_defaults(fn))
+        for sched, spec in table.items():
+            unknown = sorted(set(spec.options) - known)
+            if unknown:
+                raise ValueError(f"schedule {sched!r} of peer {name!r} sets unknown {unknown}")
         _PEERS[name] = fn
+        _SCHEDULES[name] = table
         return fn
 
     return deco
@@ -68,14 +114,52 @@ def list_peers() -> list[str]:
     return sorted(_PEERS)
 
 
-def peer_options(name: str) -> dict[str, Any]:
-    """The keyword options of peer ``name`` with their defaults."""
-    sig = inspect.signature(_get(name))
+def _keyword_defaults(fn: PeerFn) -> dict[str, Any]:
+    sig = inspect.signature(fn)
     return {
         p.name: p.default
         for p in sig.parameters.values()
         if p.kind is p.KEYWORD_ONLY and p.name not in _FIXED
     }
+
+
+def peer_options(name: str, schedule: str = OFFICIAL) -> dict[str, Any]:
+    """The keyword options of peer ``name`` with their values under ``schedule``."""
+    options = _keyword_defaults(_get(name))
+    options.update(_schedule(name, schedule).options)
+    return options
+
+
+def peer_schedules(name: str) -> dict[str, Schedule]:
+    """The named schedules of peer ``name`` (``"official"`` first)."""
+    _get(name)
+    table = _SCHEDULES.get(name) or {OFFICIAL: Schedule()}
+    return dict(sorted(table.items(), key=lambda kv: (kv[0] != OFFICIAL, kv[0])))
+
+
+def _schedule(name: str, schedule: str) -> Schedule:
+    table = peer_schedules(name)
+    if schedule not in table:
+        raise ValueError(
+            f"peer {name!r} has no schedule {schedule!r}; its schedules: {list(table)}"
+        )
+    return table[schedule]
+
+
+def schedule_label(
+    name: str, schedule: str = OFFICIAL, overrides: Mapping[str, Any] | None = None
+) -> str:
+    """A table's description of a peer run: ``"official (1 head, ...)"``, plus any overrides.
+
+    ``overrides`` are the explicit options of the run (``info["overrides"]`` of its result); a
+    run with overrides is not the named schedule, and the label says so:
+    ``"official (...), changed: epochs 6"``.
+    """
+    spec = _schedule(name, schedule)
+    text = f"{schedule} ({spec.label})" if spec.label else schedule
+    if overrides:
+        text += ", changed: " + ", ".join(f"{k} {v}" for k, v in overrides.items())
+    return text
 
 
 def _get(name: str) -> PeerFn:
@@ -175,6 +259,20 @@ def resolve_neighbours(
     return torch.as_tensor(idx, dtype=torch.int64, device=x.device)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` if JSON-friendly (scalars, strings, lists of them), else a short description."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return list(value)
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(str(_plain(v)) for v in value)}]"
+    shape = getattr(value, "shape", None)
+    return f"<{type(value).__name__} {tuple(shape)}>" if shape is not None else repr(value)
+
+
 def fit_peer(
     name: str,
     X: Any,
@@ -184,6 +282,7 @@ def fit_peer(
     views: Any = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    schedule: str = OFFICIAL,
     **kwargs: Any,
 ) -> PeerResult:
     """Cluster fixed features ``X`` with the peer method ``name`` (see :func:`list_peers`).
@@ -198,25 +297,38 @@ def fit_peer(
         views: (V, N, D) features of augmented views of the same N samples, or ``None``.
         seed: seeds every random choice; equal seeds give equal results on CPU.
         device: where to compute; default: X's device for tensors, else CPU.
-        **kwargs: method hyper-parameters; see each method's docstring or
-            :func:`icbpl.peers.peer_options`.
+        schedule: a named set of option values (see :func:`peer_schedules`): ``"official"``
+            (the authors' defaults and schedule) or, for peers that have one, ``"tuned"``.
+        **kwargs: method hyper-parameters, overriding the schedule's; see each method's
+            docstring or :func:`icbpl.peers.peer_options`.
 
     Returns:
-        :class:`PeerResult` with numpy ``labels`` (N,), ``probs`` (N, k) or ``None`` and ``info``.
+        :class:`PeerResult` with numpy ``labels`` (N,), ``probs`` (N, k) or ``None`` and
+        ``info`` (which also holds ``schedule``, ``overrides`` and ``schedule_label``).
     """
     fn = _get(name)
-    options = peer_options(name)
+    spec = _schedule(name, schedule)
+    options = _keyword_defaults(fn)
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
         raise TypeError(
             f"peer {name!r} got unknown options {unknown}; it accepts {sorted(options)}"
         )
     x, nb, v = _check_inputs(X, n_clusters, neighbours, views, seed, device)
+    run_options = {**spec.options, **kwargs}
+    overrides = {k: _plain(v) for k, v in kwargs.items()}
     start = time.perf_counter()
     with seeded(int(seed), x.device):
-        result = fn(x, int(n_clusters), neighbours=nb, views=v, seed=int(seed), **kwargs)
+        result = fn(x, int(n_clusters), neighbours=nb, views=v, seed=int(seed), **run_options)
     elapsed = time.perf_counter() - start
-    info = {"method": name, "seed": int(seed), "n_clusters": int(n_clusters)}
+    info: dict[str, Any] = {
+        "method": name,
+        "seed": int(seed),
+        "n_clusters": int(n_clusters),
+        "schedule": schedule,
+        "overrides": overrides,
+        "schedule_label": schedule_label(name, schedule, overrides),
+    }
     info.update(result.info)
     info["time_s"] = elapsed
     sizes = np.bincount(result.labels, minlength=n_clusters)

@@ -1,25 +1,29 @@
-"""TURTLE: search for the labelling whose linear classifier generalises best (single space).
+"""TURTLE: search for the labelling whose linear classifiers generalise best.
 
 Gadetsky, Jiang, Brbić, "Let Go of Your Labels with Unsupervised Transfer", ICML 2024
-(arXiv 2406.07236), section 3: a task encoder ``τ_θ(x) = softmax(θ φ(x))`` labels the data; an
-inner linear classifier ``w`` is trained for ``M`` steps on those labels; ``θ`` is updated so that
-the classifier's cross-entropy against ``τ_θ`` is small (a max-margin labelling) while an entropy
-regulariser keeps the clusters balanced (eq. 12). Defaults follow the authors' ``run_turtle.py``
-(gamma 10, M = 10 inner Adam steps at lr 1e-3 with a cold start every iteration, outer Adam at
-lr 1e-3, batch 10000, weight-normed task encoder), with fewer iterations (CPU-friendly; the paper
-uses 6000).
+(arXiv 2406.07236), section 3, checked against the authors' ``run_turtle.py``
+(``mlbio-epfl/turtle``): a task encoder ``τ_θ(x) = 1/K Σ_k softmax(θ_k φ_k(x))`` labels the data
+from ``K`` representation spaces ``φ_k`` (eq. 9); per space a linear classifier ``w_k`` is trained
+for ``M`` steps on those labels; ``θ`` is updated so that the classifiers' cross-entropy against
+``τ_θ`` is small (a max-margin labelling) while an entropy regulariser keeps the clusters
+balanced (eq. 12). One schedule, ``"official"`` (the function's defaults, the script's): gamma
+10, T = 6000 outer iterations of M = 10 inner Adam steps at lr 1e-3 with a cold start every
+iteration, outer Adam at lr 1e-3, batch 10000, weight-normed task encoder, raw features.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icbpl.peers._registry import PeerResult, register_peer, to_result
+from icbpl.peers._registry import PeerResult, Schedule, register_peer, to_result
 
 __all__ = ["turtle_loss"]
 
@@ -27,28 +31,42 @@ logger = logging.getLogger(__name__)
 
 
 def turtle_loss(
-    task_probs: Tensor, inner_logits: Tensor, gamma: float = 10.0
+    task_probs: Tensor | Sequence[Tensor],
+    inner_logits: Tensor | Sequence[Tensor],
+    gamma: float = 10.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """TURTLE's outer objective for one representation space (paper eq. 12).
+    """TURTLE's outer objective (paper eq. 12), for one or ``K`` representation spaces.
 
-    ``L(θ) = 1/B Σ_i CE(w^M φ(x_i), τ_θ(x_i)) - γ H(τ̄_θ)``, ``τ̄_θ = 1/B Σ_i τ_θ(x_i)``,
+    ``L(θ) = Σ_k 1/B Σ_i CE(w_k^M φ_k(x_i), τ_θ(x_i)) - γ Σ_k H(τ̄_k)``, with
+    ``τ_θ(x) = 1/K Σ_k τ_k(x)``, ``τ_k(x) = softmax(θ_k φ_k(x))``, ``τ̄_k = 1/B Σ_i τ_k(x_i)``,
     ``CE(l, p) = -Σ_c p_c log softmax(l)_c``, ``H(q) = -Σ_c q_c log q_c``
 
-    where ``w^M`` is the inner classifier after ``M`` steps on the labels ``τ_θ``. Its logits are
-    treated as constants: as in the authors' implementation the gradient reaches ``θ`` through
-    the labels only (the dependence of ``w^M`` on ``θ`` is dropped).
+    where ``w_k^M`` is space ``k``'s inner classifier after ``M`` steps on the labels ``τ_θ``. As
+    in the authors' ``run_turtle.py`` the entropy is that of each space's own marginal, summed
+    over spaces, and the inner logits are constants: the gradient reaches ``θ`` through the
+    labels only (the dependence of ``w^M`` on ``θ`` is dropped, eq. 13).
 
     Args:
-        task_probs: ``τ_θ(x)``, ``(B, k)`` rows on the simplex.
-        inner_logits: ``w^M φ(x)``, ``(B, k)``.
+        task_probs: ``τ_k(x)``, ``(B, k)`` rows on the simplex, one tensor per space (or one
+            tensor for a single space).
+        inner_logits: ``w_k^M φ_k(x)``, ``(B, k)``, one per space, in the same order.
         gamma: entropy weight ``γ`` (10 in the paper).
 
     Returns:
         ``(total, prediction_error, entropy)``, scalars; ``total = prediction_error - γ entropy``.
     """
-    log_q = F.log_softmax(inner_logits.detach(), dim=-1)
-    pred_error = -(task_probs * log_q).sum(dim=-1).mean()
-    entropy = torch.special.entr(task_probs.mean(dim=0)).sum()
+    probs = [task_probs] if isinstance(task_probs, Tensor) else list(task_probs)
+    logits = [inner_logits] if isinstance(inner_logits, Tensor) else list(inner_logits)
+    if len(probs) != len(logits) or not probs:
+        raise ValueError(f"got {len(probs)} task_probs for {len(logits)} inner_logits")
+    labels = probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+    pred_error = sum(
+        (-(labels * F.log_softmax(lg.detach(), dim=-1)).sum(dim=-1).mean() for lg in logits),
+        start=labels.new_zeros(()),
+    )
+    entropy = sum(
+        (torch.special.entr(p.mean(dim=0)).sum() for p in probs), start=labels.new_zeros(())
+    )
     return pred_error - gamma * entropy, pred_error, entropy
 
 
@@ -104,7 +122,29 @@ class _InnerClassifier:
                 p.addcdiv_(m, (v / c2).sqrt_().add_(eps), value=-self.lr / c1)
 
 
-@register_peer("turtle")
+def _as_spaces(X: Tensor, spaces: Sequence[Any] | None) -> list[Tensor]:
+    out = [X]
+    for i, z in enumerate(spaces or []):
+        t = z.detach() if isinstance(z, Tensor) else torch.as_tensor(np.asarray(z, np.float32))
+        t = t.to(dtype=torch.float32, device=X.device).contiguous()
+        if t.ndim != 2 or t.shape[0] != X.shape[0] or t.shape[1] < 1:
+            raise ValueError(
+                f"spaces[{i}] should have shape ({X.shape[0]}, n_features) to match X, "
+                f"got {tuple(t.shape)}"
+            )
+        if not torch.isfinite(t).all():
+            raise ValueError(f"spaces[{i}] contains NaN or inf values")
+        out.append(t)
+    return out
+
+
+_OFFICIAL = Schedule(
+    label="T 6000 outer iterations x M 10 inner Adam steps (cold start), lr 1e-3 / 1e-3, "
+    "batch 10000, gamma 10"
+)
+
+
+@register_peer("turtle", schedules={"official": _OFFICIAL})
 def fit_turtle(
     X: Tensor,
     n_clusters: int,
@@ -113,23 +153,28 @@ def fit_turtle(
     views: Tensor | None,
     seed: int,
     gamma: float = 10.0,
-    iterations: int = 1000,
+    iterations: int = 6000,
     inner_steps: int = 10,
     inner_lr: float = 1e-3,
     outer_lr: float = 1e-3,
     batch_size: int = 10000,
     warm_start: bool = False,
     normalize: bool = False,
+    spaces: Sequence[Any] | None = None,
 ) -> PeerResult:
-    """TURTLE with one representation space, by alternating first-order bilevel optimisation.
+    """TURTLE by alternating first-order bilevel optimisation, on ``X`` and any extra ``spaces``.
 
+    ``spaces``: other representations of the same ``N`` samples (e.g. another encoder's
+    features), a sequence of ``(N, D_k)`` arrays; TURTLE's strongest results use two spaces.
     Each of the ``iterations`` (the paper's ``T``) draws a batch of ``min(batch_size, N)``
-    samples without replacement, labels it with the weight-normed linear task encoder
-    ``τ_θ = softmax(θ x)``, trains a linear classifier on those (detached) soft labels for
-    ``inner_steps`` Adam steps (``M``; re-initialised every iteration unless ``warm_start``),
-    then takes one Adam step on ``θ`` for :func:`turtle_loss`. Features are used raw, as in the
-    paper (``normalize=True`` L2-normalises them first). ``neighbours`` and ``views`` are not
-    used by TURTLE. ``probs`` is ``τ_θ`` on all samples.
+    samples without replacement (all samples, unshuffled, when ``N <= batch_size``: the
+    objective does not depend on their order), labels it with the average over spaces of the
+    weight-normed linear task encoders ``softmax(θ_k φ_k(x))``, trains one linear classifier per
+    space on those (detached) soft labels for ``inner_steps`` Adam steps (``M``; re-initialised
+    every iteration unless ``warm_start``), then takes one Adam step on all ``θ_k`` for
+    :func:`turtle_loss`. Features are used raw, as in the paper (``normalize=True``
+    L2-normalises every space first). ``neighbours`` and ``views`` are not used by TURTLE.
+    ``probs`` is ``τ_θ`` on all samples.
     """
     for name, value in [
         ("iterations", iterations),
@@ -138,23 +183,38 @@ def fit_turtle(
     ]:
         if value < 1:
             raise ValueError(f"{name}={value} should be >= 1")
-    x = F.normalize(X, dim=1, eps=1e-12) if normalize else X
-    n, d = x.shape
-    task = _WeightNormLinear(d, n_clusters, X.device)
-    opt = torch.optim.Adam(task.parameters(), lr=outer_lr, betas=(0.9, 0.999))
+    xs = _as_spaces(X, spaces)
+    if normalize:
+        xs = [F.normalize(x, dim=1, eps=1e-12) for x in xs]
+    n = X.shape[0]
+    dims = [x.shape[1] for x in xs]
+    tasks = [_WeightNormLinear(d, n_clusters, X.device) for d in dims]
+    opt = torch.optim.Adam(
+        [p for task in tasks for p in task.parameters()], lr=outer_lr, betas=(0.9, 0.999)
+    )
     bs = min(batch_size, n)
 
-    inner = _InnerClassifier(d, n_clusters, X.device, lr=inner_lr)
+    def new_inner() -> list[_InnerClassifier]:
+        return [_InnerClassifier(d, n_clusters, X.device, lr=inner_lr) for d in dims]
+
+    inners = new_inner()
     total = pred = ent = torch.zeros(())
     log_every = max(1, iterations // 10)
     for it in range(iterations):
-        idx = torch.randperm(n, device=X.device)[:bs]
-        z = x[idx]
-        labels = task(z).softmax(dim=-1)
+        if bs < n:
+            idx = torch.randperm(n, device=X.device)[:bs]
+            zs = [x[idx] for x in xs]
+        else:
+            zs = xs
+        per_space = [task(z).softmax(dim=-1) for task, z in zip(tasks, zs, strict=True)]
+        labels = per_space[0] if len(per_space) == 1 else torch.stack(per_space).mean(dim=0)
         if not warm_start and it > 0:
-            inner = _InnerClassifier(d, n_clusters, X.device, lr=inner_lr)
-        inner.fit(z, labels.detach(), inner_steps)
-        total, pred, ent = turtle_loss(labels, inner.logits(z), gamma)
+            inners = new_inner()
+        target = labels.detach()
+        for inner, z in zip(inners, zs, strict=True):
+            inner.fit(z, target, inner_steps)
+        logits = [inner.logits(z) for inner, z in zip(inners, zs, strict=True)]
+        total, pred, ent = turtle_loss(per_space, logits, gamma)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -164,15 +224,18 @@ def fit_turtle(
                 it + 1,
                 pred.item(),
                 ent.item(),
-                math.log(n_clusters),
+                len(xs) * math.log(n_clusters),
             )
 
     with torch.no_grad():
-        probs = task(x).softmax(dim=-1)
+        probs = torch.stack(
+            [task(x).softmax(dim=-1) for task, x in zip(tasks, xs, strict=True)]
+        ).mean(dim=0)
     info = {
         "gamma": gamma,
         "iterations": iterations,
         "inner_steps": inner_steps,
+        "n_spaces": len(xs),
         "prediction_error": pred.item(),
         "entropy": ent.item(),
         "loss": total.item(),
