@@ -1,7 +1,7 @@
 """The default pipeline against k-means and the paper's method on the same features.
 
 For each data set: k-means (the `icbpl.peers` k-means peer at its defaults), ``ICBPL()`` with its
-defaults (k-means on neighbour-smoothed features as the start, `icbpl.smoothing`), the same
+defaults (k-means on neighbour-smoothed features as the start, `icbpl.core.smoothing`), the same
 start without ICBPL's training (``smoothed k-means``), and the paper's method
 (``ICBPL(init="random", patience=0)``), all on the same efficientnet_lite0 features (ImageNet
 **supervised** weights) and the same augmented views, several seeds, mean ± std.
@@ -27,8 +27,8 @@ from icbpl import ICBPL, evaluate
 from icbpl.bench._context import BenchContext
 from icbpl.bench._data import encode, load_image_set
 from icbpl.bench._settings import QUICK
+from icbpl.core.smoothing import smoothed_kmeans
 from icbpl.peers import fit_peer
-from icbpl.smoothing import smoothed_kmeans
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -35,9 +35,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from icbpl.augment import resize_batch
 from icbpl.features import extract_features
 from icbpl.features._backends import OnnxRunner
+from icbpl.features.augment import resize_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"

@@ -29,8 +29,8 @@ from _common import ROOT, SHARED_DATA, command_line, mean_std, preamble, write_s
 from icbpl.bench._context import BenchContext
 from icbpl.bench._data import load_bench_data
 from icbpl.bench._settings import FULL
-from icbpl.estimator import ICBPL
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
+from icbpl.model.estimator import ICBPL
 from icbpl.peers import fit_peer
 
 METHODS: dict[str, dict[str, Any] | None] = {

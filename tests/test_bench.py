@@ -17,7 +17,7 @@ from icbpl.bench._data import BenchData
 from icbpl.bench._docs import mean_std, write_section
 from icbpl.bench._registry import get_experiment, register_experiment, run_experiment
 from icbpl.bench._settings import QUICK, EncoderSpec, Plan
-from icbpl.neighbours import mine_neighbours
+from icbpl.core.neighbours import mine_neighbours
 from icbpl.peers import fit_peer
 
 ICBPL_KW = {"epochs": 3, "batch_size": 32}

@@ -9,8 +9,8 @@ import pytest
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from icbpl.estimator import ICBPL
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
+from icbpl.model.estimator import ICBPL
 
 FAST = dict(epochs=3, hidden=(16,), latent_dim=8, n_neighbours=2, batch_size=32)
 
@@ -146,7 +146,7 @@ def test_assignment_loss_is_trained_and_saved(
     assert evaluate(y, ours.labels_)["acc"] >= 0.98
     loaded = ICBPL.load(ours.save(tmp_path / "m"))
     assert loaded.get_params()["loss_weights"] == (8, 2, 2, 1, 2)
-    with caplog.at_level("WARNING", logger="icbpl.training"):
+    with caplog.at_level("WARNING", logger="icbpl.model.training"):
         ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **{**FAST, "n_neighbours": 0}).fit(x)
     assert "the assignment loss needs neighbours" in caplog.text
     np.testing.assert_array_equal(loaded.predict(x), ours.labels_)
@@ -171,7 +171,7 @@ def test_feature_power_is_applied_and_saved(tmp_path: Path) -> None:
     """feature_power=0.5 maps inputs to sign(x)*sqrt(|x|) in the head and survives save/load."""
     import torch
 
-    from icbpl.head import ProjectionHead
+    from icbpl.core.head import ProjectionHead
 
     head = ProjectionHead(3, (), 2, power=0.5)
     x = torch.tensor([[4.0, -9.0, 0.25]])
@@ -216,7 +216,7 @@ def test_scan_warm_start_starts_from_scans_clustering_step(tmp_path: Path) -> No
     """init="scan": each head starts from the SCAN peer's clustering step (no self-labelling)
     on the same features, views and every neighbour column given; the kNN loss keeps its first
     n_neighbours columns."""
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
     from icbpl.peers import fit_peer
 
     x, y = make_blobs(400, n_features=16, centers=4, cluster_std=2.0, random_state=1)
@@ -251,7 +251,7 @@ def test_scan_warm_start_mines_its_own_neighbours() -> None:
 
 
 def test_pipeline_knows_the_estimators_inits() -> None:
-    from icbpl.estimator import INITS
+    from icbpl.model.estimator import INITS
     from icbpl.pipeline import _config
 
     assert _config.INITS == INITS

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-import icbpl.finetune as finetune_mod
+import icbpl.deep.finetune as finetune_mod
+from icbpl.core.metrics import evaluate
+from icbpl.core.objective import LossWeights
+from icbpl.deep.finetune import FinetuneResult, finetune
 from icbpl.encoders.cifar_resnet import CifarResNetEncoder, resnet_cifar_tiny
-from icbpl.finetune import FinetuneResult, finetune
-from icbpl.metrics import evaluate
-from icbpl.objective import LossWeights
 
 
 def _images(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from icbpl.losses import (
+from icbpl.core.losses import (
     assignment_loss,
     augmentation_loss,
     distance,
@@ -14,8 +14,8 @@ from icbpl.losses import (
     mmd_loss,
     neighbour_loss,
 )
-from icbpl.objective import LossWeights, icbpl_objective
-from icbpl.pedcc import make_pedcc
+from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.pedcc import make_pedcc
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

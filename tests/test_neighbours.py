@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from icbpl.neighbours import mine_neighbours, neighbour_accuracy, recall
+from icbpl.core.neighbours import mine_neighbours, neighbour_accuracy, recall
 
 
 def _reference(x: np.ndarray, k: int) -> np.ndarray:
@@ -96,7 +96,7 @@ def test_ivf_survives_duplicates_and_few_rows_per_list() -> None:
 
 
 def test_auto_method_follows_size() -> None:
-    from icbpl.neighbours import EXACT_BUDGET, _resolve_method, ivf_params
+    from icbpl.core.neighbours import EXACT_BUDGET, _resolve_method, ivf_params
 
     small = int((EXACT_BUDGET / 256) ** 0.5)
     assert _resolve_method("auto", small, 256) == "exact"

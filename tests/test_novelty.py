@@ -1,4 +1,4 @@
-"""icbpl.novelty: feature centroids, confidence margin and the calibrated "unassigned" rule,
+"""icbpl.core.novelty: feature centroids, confidence margin and the calibrated "unassigned" rule,
 checked against numpy references and on held-out blobs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icbpl.novelty import calibrate, confidence, feature_centroids, similarity
+from icbpl.core.novelty import calibrate, confidence, feature_centroids, similarity
 
 
 def blobs(centres: np.ndarray, per: int, noise: float, seed: int) -> np.ndarray:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from icbpl._params import PARAMETER_CONSTRAINTS
-from icbpl.estimator import ICBPL
+from icbpl.model.estimator import ICBPL
+from icbpl.model.params import PARAMETER_CONSTRAINTS
 
 FAST = {"epochs": 2, "batch_size": 20, "latent_dim": 8, "hidden": (16,)}
 

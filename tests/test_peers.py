@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from icbpl.metrics import cluster_accuracy
+from icbpl.core.metrics import cluster_accuracy
 from icbpl.peers import (
     PeerResult,
     _registry,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
 from icbpl.report import ReportError, load_results, write_report
 
 EVIL = "<script>alert(1)</script>"

@@ -44,8 +44,8 @@ class NeighbourInfo:
         k = self.indices.shape[1]
         return (
             f"neighbours: {k} per sample, cosine on the centred features "
-            f"(`icbpl.neighbours.mine_neighbours`), mined once ({self.seconds:.0f} s) and given "
-            f"to every method (ICBPL uses the first n_neighbours); 4-NN label agreement "
+            f"(`icbpl.core.neighbours.mine_neighbours`), mined once ({self.seconds:.0f} s) "
+            f"and given to every method (ICBPL uses the first n_neighbours); 4-NN label agreement "
             f"{self.agreement4:.3f}"
         )
 
@@ -107,7 +107,7 @@ class BenchContext:
     def neighbours(self, name: str) -> NeighbourInfo:
         """The shared kNN list of dataset ``name``, mined once per run."""
         if name not in self._neighbours:
-            from icbpl.neighbours import mine_neighbours
+            from icbpl.core.neighbours import mine_neighbours
 
             data = self.data(name)
             x = data.features

@@ -234,8 +234,9 @@ def _lite0_data(
     notes = [f"features: efficientnet_lite0 at 160 px, {SUPERVISED}"]
     if views:
         notes.append(
-            f"views: {views} augmented views per image (`icbpl.augment.BatchAugment` defaults: "
-            "resized crop, flip, colour jitter, grayscale, blur), encoded by the same encoder"
+            f"views: {views} augmented views per image (`icbpl.features.augment.BatchAugment` "
+            "defaults: resized crop, flip, colour jitter, grayscale, blur), encoded by the same "
+            "encoder"
         )
     return BenchData(
         name=name,
@@ -288,7 +289,7 @@ def _tiny(context: BenchContext) -> BenchData:
 def _pixels(
     name: str, title: str, images: np.ndarray, labels: np.ndarray, n_views: int, shift: float
 ) -> BenchData:
-    from icbpl.digits import digits_views
+    from icbpl.data.digits import digits_views
 
     n = len(images)
     views = digits_views(images, n_views, max_shift=shift, seed=0).reshape(n_views, n, -1)
@@ -302,7 +303,7 @@ def _pixels(
         views=views,
         notes=(
             f"features: raw pixels ({side}x{side} = {side * side} values in [0, 1]); no encoder",
-            f"views: {n_views} random affine views per image (`icbpl.digits.digits_views`: "
+            f"views: {n_views} random affine views per image (`icbpl.data.digits.digits_views`: "
             f"rotation ±12°, scale 0.9-1.1, shift ±{shift} px), drawn once with seed 0",
         ),
     )
@@ -310,7 +311,7 @@ def _pixels(
 
 @register_bench_dataset("digits")
 def _digits(context: BenchContext) -> BenchData:
-    from icbpl.digits import load_digits_data
+    from icbpl.data.digits import load_digits_data
 
     images, labels = load_digits_data()
     return _pixels("digits", "scikit-learn digits (1,797 8x8 images)", images, labels, 4, 0.7)
@@ -318,7 +319,7 @@ def _digits(context: BenchContext) -> BenchData:
 
 @register_bench_dataset("digits-2views")
 def _digits_2(context: BenchContext) -> BenchData:
-    from icbpl.digits import load_digits_data
+    from icbpl.data.digits import load_digits_data
 
     images, labels = load_digits_data()
     title = "scikit-learn digits (1,797 8x8 images), 2 views"

@@ -50,14 +50,14 @@ def barlow_twins_encoder(
     """Encoder ``name`` pre-trained with Barlow Twins on ``source`` (loaded when cached).
 
     Settings: ``context.settings.barlow_twins`` (epochs, batch size), projector 512-512-512,
-    LARS, one warm-up epoch, `icbpl.augment.BatchAugment` defaults at the encoder's input size,
-    seed 0. With a cache folder, the weights are kept under ``CACHE/bench-barlow-twins/KEY``
+    LARS, one warm-up epoch, `icbpl.features.augment.BatchAugment` defaults at the encoder's input
+    size, seed 0. With a cache folder, the weights are kept under ``CACHE/bench-barlow-twins/KEY``
     (KEY: the images' fingerprint, the encoder and the settings) and reused by later runs.
     """
-    from icbpl.augment import BatchAugment
+    from icbpl.deep.pretrain import pretrain_barlow_twins
+    from icbpl.deep.pretrain._runtime import images_as_tensor
     from icbpl.encoders import create_encoder
-    from icbpl.pretrain import pretrain_barlow_twins
-    from icbpl.pretrain._runtime import images_as_tensor
+    from icbpl.features.augment import BatchAugment
 
     cfg = dict(context.settings.barlow_twins)
     ident = json.dumps({"source": source.fingerprint(), "encoder": name, **cfg}, sort_keys=True)

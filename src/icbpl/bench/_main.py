@@ -56,7 +56,7 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
     except ValueError as err:
         print(f"icbpl bench: {err}", file=sys.stderr)
         return 2
-    from icbpl.device import cpu_threads
+    from icbpl.util.device import cpu_threads
 
     settings = QUICK if args.quick else FULL
     variant = ""
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    for noisy in ("icbpl.training", "icbpl.estimator", "icbpl.peers"):
+    for noisy in ("icbpl.model.training", "icbpl.model.estimator", "icbpl.peers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     shown = command_line(["-m", "icbpl.bench", *(sys.argv[1:] if argv is None else argv)])
     return run_args(args, shown)

@@ -18,11 +18,11 @@ import numpy as np
 
 from icbpl.bench._context import BenchContext
 from icbpl.bench._data import BenchData
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
 
 if TYPE_CHECKING:
-    from icbpl.estimator import ICBPL
-    from icbpl.training import EpochRecord
+    from icbpl.model.estimator import ICBPL
+    from icbpl.model.training import EpochRecord
 
 __all__ = ["PEER_LABELS", "IcbplRun", "fit_icbpl", "run_peer"]
 
@@ -74,7 +74,7 @@ def fit_icbpl(
     so that ablations sharing a configuration train it once; the model is returned only with
     ``keep_model``.
     """
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
     model = ICBPL(n_clusters=data.n_clusters, n_heads=n_heads, random_state=seed, **kwargs)
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in model.get_params().items()}

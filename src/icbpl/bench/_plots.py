@@ -23,7 +23,7 @@ from icbpl.bench._registry import register_experiment, run_experiment
 from icbpl.bench._results import METRICS, SECONDS, Column, ResultLog
 
 if TYPE_CHECKING:
-    from icbpl.training import EpochRecord
+    from icbpl.model.training import EpochRecord
 
 __all__ = ["plot_history", "plot_k_sweep", "plot_latent", "read_k_sweep", "run_plots"]
 

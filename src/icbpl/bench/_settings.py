@@ -42,7 +42,8 @@ class EncoderSpec:
         label: row label.
         name: `icbpl.encoders` registry name.
         weights: ``None`` (the encoder's packaged weights), ``"random"``, or ``"barlow-twins"``
-            (pre-trained here with `icbpl.pretrain.pretrain_barlow_twins` on the table's images).
+            (pre-trained here with `icbpl.deep.pretrain.pretrain_barlow_twins` on the table's
+            images).
         training: how the weights were trained, as the table states it.
     """
 

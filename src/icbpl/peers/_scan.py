@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.peers._augment import view_sampler
-from icbpl.peers._heads import MultiLinear, select_head
+from icbpl.core.multihead import MultiLinear, select_head
+from icbpl.core.views import view_sampler
 from icbpl.peers._registry import PeerResult, register_peer, resolve_neighbours, to_result
 
 __all__ = ["scan_loss", "scan_self_label_loss", "self_label_head"]

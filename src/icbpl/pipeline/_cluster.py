@@ -43,7 +43,7 @@ def run_cluster(
     config.validate()
     out = Path(out_dir)
     if config.finetune != "frozen":
-        from icbpl.distributed import context
+        from icbpl.deep.distributed import context
 
         if not context().is_main:  # a torchrun rank > 0: trains its share, writes nothing
             return cluster_into(config, out, progress=False, on_stage=on_stage, command=command)

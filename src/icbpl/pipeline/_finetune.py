@@ -1,11 +1,11 @@
 """``run_cluster`` with ``finetune="last2"`` or ``"all"``: gradients reach the encoder.
 
-The images, the encoder and the head are trained together by :func:`icbpl.finetune.finetune`
+The images, the encoder and the head are trained together by :func:`icbpl.deep.finetune.finetune`
 (augmented views made on the fly, neighbours re-mined from the current encoder every
 ``refresh_every`` epochs). The results folder holds the same files as a frozen run, plus the
-fine-tuned encoder under ``encoder/`` (an encoder folder, `icbpl.pretrain.read_encoder_folder`),
-which :func:`icbpl.pipeline.predict_run` uses. Under ``torchrun`` every rank trains on its share
-of each global batch and only rank 0 writes.
+fine-tuned encoder under ``encoder/`` (an encoder folder,
+`icbpl.deep.pretrain.read_encoder_folder`), which :func:`icbpl.pipeline.predict_run` uses.
+Under ``torchrun`` every rank trains on its share of each global batch and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def _global_batch(config: ClusterConfig, n: int, world: int) -> int:
 def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
-    from icbpl.distributed import context
-    from icbpl.finetune import finetune
-    from icbpl.objective import LossWeights
+    from icbpl.core.objective import LossWeights
+    from icbpl.deep.distributed import context
+    from icbpl.deep.finetune import finetune
 
     ctx = context()
     n = len(source)
@@ -106,7 +106,7 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
 
 def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
     """An `icbpl.ICBPL` holding the fine-tuned head (for ``model/`` and `predict_run`)."""
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
     model = ICBPL(
         n_clusters=k,
@@ -135,8 +135,8 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
 
 
 def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
-    from icbpl.checkpoint import save_weights
-    from icbpl.pretrain import encoder_metadata
+    from icbpl.deep.pretrain import encoder_metadata
+    from icbpl.util.checkpoint import save_weights
 
     options = {} if config.input_size is None else {"input_size": config.input_size}
     create = {"encoder": config.encoder, "options": options, "started_from": config.weights}
@@ -156,9 +156,9 @@ def _summary(
 ) -> dict[str, Any]:
     """``summary.json`` of a fine-tuning run (the keys of a frozen run's, plus ``finetune``)."""
     from icbpl import __version__
-    from icbpl.distributed import context
+    from icbpl.core.metrics import evaluate
+    from icbpl.deep.distributed import context
     from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
 
     k, n, labels = model.n_clusters, len(source), source.labels
     epochs = model.epochs
@@ -218,7 +218,7 @@ def run_finetune(
     Returns the same `icbpl.pipeline.ClusterRun` (on ranks other than 0 with an empty summary:
     they write nothing).
     """
-    from icbpl.distributed import context
+    from icbpl.deep.distributed import context
     from icbpl.features import weights_digest
     from icbpl.pipeline._run import ClusterRun
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icbpl._csvcell import restore_cell
 from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import refuse_run_output
 from icbpl.pipeline._stages import (
@@ -33,9 +32,10 @@ from icbpl.pipeline._stages import (
     write_assignments,
     write_json,
 )
+from icbpl.util.csvcell import restore_cell
 
 if TYPE_CHECKING:
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
 __all__ = ["ClusterRun", "Prediction", "cluster_into", "image_loader_for", "predict_run"]
 
@@ -69,7 +69,7 @@ class ClusterRun:
 @dataclass
 class Prediction:
     """What :func:`predict_run` produced: the CSV written and a summary of it; ``unassigned``
-    marks the images far from every cluster (`icbpl.novelty`; ``None`` for older runs)."""
+    marks the images far from every cluster (`icbpl.core.novelty`; ``None`` for older runs)."""
 
     out_csv: Path
     labels: np.ndarray
@@ -112,11 +112,11 @@ def cluster_into(
         ImportError, FileNotFoundError: weights that are not installed or not found.
     """
     from icbpl import __version__
-    from icbpl.device import resolve_device
-    from icbpl.estimator import ICBPL
+    from icbpl.core.metrics import evaluate
+    from icbpl.core.neighbours import mine_neighbours
     from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.model.estimator import ICBPL
+    from icbpl.util.device import resolve_device
 
     config.validate()
     if config.finetune != "frozen":
@@ -296,7 +296,7 @@ def cluster_into(
 
 def _save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:
     """Write ``feature_centroids.npy`` and return the calibrated "unassigned" rule."""
-    from icbpl.novelty import DEFAULT_QUANTILE, calibrate, feature_centroids, similarity
+    from icbpl.core.novelty import DEFAULT_QUANTILE, calibrate, feature_centroids, similarity
 
     centroids = feature_centroids(features, clusters, k)
     save_npy(out / FEATURE_CENTROIDS, centroids)
@@ -372,9 +372,9 @@ def predict_run(
     Raises:
         PipelineError: ``run_dir`` is not a results folder, or the encoder weights changed.
     """
-    from icbpl.estimator import ICBPL
+    from icbpl.core.metrics import evaluate
     from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
+    from icbpl.model.estimator import ICBPL
 
     run = Path(run_dir)
     out = Path(out_csv)
@@ -420,7 +420,7 @@ def predict_run(
     unassigned = None
     rule = _novelty_rule(run)
     if rule is not None:
-        from icbpl.novelty import similarity
+        from icbpl.core.novelty import similarity
 
         unassigned = similarity(features, rule[0]) < rule[1]
     else:

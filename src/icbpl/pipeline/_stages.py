@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from icbpl._atomic import atomic_open, atomic_write_text
-from icbpl._csvcell import neutralise_cell
 from icbpl.pipeline._config import PipelineError
+from icbpl.util.atomic import atomic_open, atomic_write_text
+from icbpl.util.csvcell import neutralise_cell
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def resolve_k(
 ) -> tuple[int, dict[str, Any] | None]:
     """The number of clusters and, for ``k="auto"``, how it was chosen.
 
-    ``"auto"`` runs `icbpl.choose_k.choose_k` (its default label-free criterion) over
+    ``"auto"`` runs `icbpl.model.choose_k.choose_k` (its default label-free criterion) over
     ``k_range[0]..k_range[1]``, capped below the number of images; the second value then holds
     the candidates, the criterion, the best three k, whether the answer is clear, a one-line
     ``message`` for the screen and the score of every candidate (for ``summary.json``).
@@ -128,7 +128,7 @@ def resolve_k(
     """
     if k != "auto":
         return int(k), None
-    from icbpl.choose_k import choose_k
+    from icbpl.model.choose_k import choose_k
 
     n = len(features)
     lo, hi = k_range
@@ -253,8 +253,8 @@ def extract(
     seed: int,
     progress: bool,
 ) -> Any:
-    from icbpl.device import resolve_device
     from icbpl.features import extract_features
+    from icbpl.util.device import resolve_device
 
     cache = cache_dir_path(cache_dir)
     return extract_features(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from icbpl._csvcell import restore_cell
+from icbpl.util.csvcell import restore_cell
 
 logger = logging.getLogger(__name__)
 

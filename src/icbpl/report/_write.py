@@ -10,9 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from icbpl._atomic import atomic_write_bytes
-from icbpl._manifest import add_to_manifest
-from icbpl.metrics import evaluate, match_clusters
+from icbpl.core.metrics import evaluate, match_clusters
 from icbpl.report._html import (
     ClusterView,
     Confusion,
@@ -35,6 +33,8 @@ from icbpl.report._images import (
     subsample,
 )
 from icbpl.report._load import Results, load_results
+from icbpl.util.atomic import atomic_write_bytes
+from icbpl.util.manifest import add_to_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icbpl.device import requested_threads
-from icbpl.head import ProjectionHead
-from icbpl.metrics import cluster_sizes, evaluate
-from icbpl.neighbours import mine_neighbours
-from icbpl.objective import LossWeights, icbpl_objective
-from icbpl.selection import label_free_score
+from icbpl.core.head import ProjectionHead
+from icbpl.core.metrics import cluster_sizes, evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.selection import label_free_score
+from icbpl.util.device import requested_threads
 
 __all__ = [
     "SMALL_BATCH",
@@ -45,7 +45,7 @@ class TrainConfig:
 
     ``patience`` (beyond the paper): stop once the label-free score has not improved for this
     many epochs (0: run all ``epochs``). ``threads``: torch CPU threads while training; ``None``
-    keeps what an enclosing :func:`icbpl.device.cpu_threads` (``--threads``) asked for, else
+    keeps what an enclosing :func:`icbpl.util.device.cpu_threads` (``--threads``) asked for, else
     one thread for batches up to :data:`SMALL_BATCH` rows (:func:`train_threads`).
     """
 
@@ -267,7 +267,7 @@ def train_head(
             history and are never selected.
 
     The returned head is the one of the epoch with the best label-free score
-    (:func:`icbpl.selection.label_free_score`). Each step runs the head once over the batch's
+    (:func:`icbpl.core.selection.label_free_score`). Each step runs the head once over the batch's
     samples, views and neighbours together (one BatchNorm batch).
     """
     if config.patience < 0:

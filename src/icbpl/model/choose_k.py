@@ -50,7 +50,7 @@ from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from icbpl.validation import check_features
+from icbpl.model.validation import check_features
 
 __all__ = ["ChooseKResult", "choose_k"]
 
@@ -280,7 +280,7 @@ def _confirm(
     icbpl_kwargs: dict[str, Any],
 ) -> dict[int, float]:
     """Re-score ``candidates`` with the partitions of ICBPL fits on the subsample ``x``."""
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
     out: dict[int, float] = {}
     for k in candidates:

@@ -1,6 +1,6 @@
-"""The weighted ICBPL objective: the four losses of :mod:`icbpl.losses` combined.
+"""The weighted ICBPL objective: the four losses of :mod:`icbpl.core.losses` combined.
 
-Shared by head training on cached features (:mod:`icbpl.training`) and end-to-end fine-tuning.
+Shared by head training on cached features (:mod:`icbpl.model.training`) and end-to-end fine-tuning.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from icbpl.losses import (
+from icbpl.core.losses import (
     assignment_loss,
     augmentation_loss,
     min_distance_loss,
@@ -25,7 +25,7 @@ __all__ = ["LossWeights", "icbpl_objective"]
 class LossWeights:
     """Weights of the four losses (paper section 4.2: MMD about 8-9, augmentation 2, kNN 2).
 
-    ``assignment`` weighs a fifth loss beyond the paper (:func:`icbpl.losses.assignment_loss`,
+    ``assignment`` weighs a fifth loss beyond the paper (:func:`icbpl.core.losses.assignment_loss`,
     SCAN's clustering loss on the soft PEDCC assignment); 0 (the default) leaves it out.
     """
 
@@ -60,7 +60,8 @@ def icbpl_objective(
             (paper: "latent features of original and augmented samples") and the consistency loss.
         z_neighbours: latents of each sample's neighbours, (N, K, d) or (N, d).
         weights: loss weights; a zero weight skips that loss.
-        distance: distance of the augmentation and neighbour losses (:func:`icbpl.losses.distance`).
+        distance: distance of the augmentation and neighbour losses
+            (:func:`icbpl.core.losses.distance`).
         z_assign: ``(anchors, their neighbours)``, two (N', d) latents for the assignment loss
             (used when ``weights.assignment`` > 0).
         temperature: softmax temperature of the assignment loss.

@@ -155,7 +155,7 @@ _REQUESTED: contextvars.ContextVar[int | None] = contextvars.ContextVar("threads
 
 def requested_threads() -> int | None:
     """The thread count an enclosing :func:`cpu_threads` block asked for (``--threads``), or
-    ``None``: then training picks its own (:func:`icbpl.training.train_head`)."""
+    ``None``: then training picks its own (:func:`icbpl.model.training.train_head`)."""
     return _REQUESTED.get()
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from icbpl._atomic import atomic_write_text
+from icbpl.util.atomic import atomic_write_text
 
 __all__ = ["MANIFEST", "add_to_manifest", "listed_files", "read_manifest", "write_manifest"]
 

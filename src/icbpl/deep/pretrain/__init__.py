@@ -8,20 +8,20 @@ folder (:func:`read_encoder_folder`) is what ``icbpl pretrain --out DIR`` writes
 
 from __future__ import annotations
 
-from icbpl.pretrain._folder import (
+from icbpl.deep.pretrain._folder import (
     ENCODER_FILE,
     EncoderFolder,
     is_encoder_folder,
     read_encoder_folder,
 )
-from icbpl.pretrain._loop import (
+from icbpl.deep.pretrain._loop import (
     PretrainConfig,
     PretrainResult,
     encoder_metadata,
     pretrain_barlow_twins,
 )
-from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
-from icbpl.pretrain._optim import LARS, WarmupCosine, build_optimizer
+from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
+from icbpl.deep.pretrain._optim import LARS, WarmupCosine, build_optimizer
 
 __all__ = [
     "ENCODER_FILE",

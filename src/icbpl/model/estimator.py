@@ -16,17 +16,17 @@ from safetensors.torch import load_file, save
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from icbpl._atomic import atomic_write_bytes, atomic_write_text
-from icbpl._params import INITS, validate_params
-from icbpl._saved import check_tensors, read_meta
-from icbpl.head import ProjectionHead
-from icbpl.metrics import evaluate
-from icbpl.neighbours import mine_neighbours
-from icbpl.objective import LossWeights
-from icbpl.pedcc import make_pedcc
-from icbpl.selflabel import self_label
-from icbpl.training import EpochRecord, TrainConfig, train_head
-from icbpl.validation import check_features, check_fit_inputs
+from icbpl.core.head import ProjectionHead
+from icbpl.core.metrics import evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.objective import LossWeights
+from icbpl.core.pedcc import make_pedcc
+from icbpl.model._saved import check_tensors, read_meta
+from icbpl.model.params import INITS, validate_params
+from icbpl.model.selflabel import self_label
+from icbpl.model.training import EpochRecord, TrainConfig, train_head
+from icbpl.model.validation import check_features, check_fit_inputs
+from icbpl.util.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ICBPL", "INITS"]
 
@@ -50,7 +50,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         loss_weights: (mmd, augmentation, neighbour, min_distance) weights; paper: (8, 2, 2, 1).
             An optional fifth number weighs the assignment loss (beyond the paper:
-            :func:`icbpl.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
+            :func:`icbpl.core.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
             cosines to the PEDCC points at temperature 0.1, between an augmented view of each
             sample and of one of its ``n_neighbours`` neighbours); e.g. ``(8, 2, 2, 1, 2)``.
         distance: ``cosine`` (paper), ``cosine_squared``, ``euclidean``, ``composite_cosine``.
@@ -67,7 +67,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             and keep the one whose selected epoch has the best label-free score (beyond the
             paper; head 0 is exactly the single-head model). Costs ``n_heads`` times the time.
         init: the start of the head. ``"kmeans"`` (the default, beyond the paper): k-means on
-            the neighbour-smoothed features (:func:`icbpl.smoothing.smoothed_kmeans`, seeded
+            the neighbour-smoothed features (:func:`icbpl.core.smoothing.smoothed_kmeans`, seeded
             like the head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the
             latents towards them before the ICBPL epochs refine the partition; above plain
             k-means and the random start on CIFAR-10, Tiny-ImageNet folders and digits, and no
@@ -80,7 +80,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
-            SCAN's self-labelling (:func:`icbpl.selflabel.self_label`; the augmented views are
+            SCAN's self-labelling (:func:`icbpl.model.selflabel.self_label`; the augmented views are
             its strong views). ``predict`` and ``soft_assign`` then use that classifier
             (``classifier_``); ``transform`` and ``cosine_scores`` stay the head's. 0: off.
         random_state: seed; the same seed gives the same result on the CPU.
@@ -241,7 +241,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.labels_ = self.predict(x)
         if self.self_label_epochs:
             epochs = int(self.self_label_epochs)
-            train_log = logging.getLogger("icbpl.training")
+            train_log = logging.getLogger("icbpl.model.training")
             train_log.info("self-labelling %d epochs on %d samples", epochs, len(x))
 
             def on_epoch(epoch: int, loss: float) -> None:
@@ -348,7 +348,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         """Load a model written by :meth:`save` (no pickle is involved).
 
         Every field of ``config.json`` is checked with the constraints of ``__init__``
-        (`icbpl._params.PARAMETER_CONSTRAINTS`), and every tensor for its shape and for NaN or
+        (`icbpl.model.params.PARAMETER_CONSTRAINTS`), and every tensor for its shape and for NaN or
         inf; the error names the offending field or tensor.
 
         Raises:
@@ -409,13 +409,13 @@ def _init_targets(
 ) -> np.ndarray | None:
     """The warm start's target cluster of every sample (``None`` for ``init="random"``).
 
-    ``"kmeans"``: :func:`icbpl.smoothing.smoothed_kmeans` of the features.
+    ``"kmeans"``: :func:`icbpl.core.smoothing.smoothed_kmeans` of the features.
     ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's defaults:
     10 linear heads, the one with the lowest SCAN loss kept) on the same features, views and
     neighbours (all columns given; 20 mined by cosine if none).
     """
+    from icbpl.core.smoothing import smoothed_kmeans
     from icbpl.peers import fit_peer
-    from icbpl.smoothing import smoothed_kmeans
 
     if init == "kmeans":
         logger.info("warm start: k-means on neighbour-smoothed features")

@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from icbpl.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from icbpl.distributed import (
+from icbpl.deep.distributed import (
     all_gather_with_grad,
     barrier,
     broadcast_tensor,
     context,
     wrap_ddp,
 )
-from icbpl.pretrain._loss import BarlowTwins, barlow_twins_loss
-from icbpl.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.pretrain._runtime import (
+from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
+from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
+from icbpl.deep.pretrain._runtime import (
     AugmentFn,
     autocast,
     batches,
@@ -38,6 +37,7 @@ from icbpl.pretrain._runtime import (
     synchronize,
     to_float,
 )
+from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -146,7 +146,7 @@ def pretrain_barlow_twins(
     Two augmented views of every image are made on the fly, on the training device, in batches;
     the encoder + projector map both (one forward over the concatenated views) and
     :func:`barlow_twins_loss` drives the cross-correlation towards the identity. Under
-    ``torchrun`` the loss covers the global batch (:mod:`icbpl.distributed`).
+    ``torchrun`` the loss covers the global batch (:mod:`icbpl.deep.distributed`).
 
     Args:
         encoder: an :class:`icbpl.encoders.Encoder` (``encode``, ``config``); a copy is trained.

@@ -1,7 +1,7 @@
 """Optimisers and the learning-rate schedule used by pre-training and fine-tuning.
 
 Everything here keeps JSON-serialisable state (flags in parameter groups rather than filter
-functions), so :mod:`icbpl.checkpoint` can save it without pickle.
+functions), so :mod:`icbpl.util.checkpoint` can save it without pickle.
 """
 
 from __future__ import annotations

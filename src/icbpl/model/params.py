@@ -1,4 +1,4 @@
-"""The constraint of every `icbpl.estimator.ICBPL` parameter, declared once.
+"""The constraint of every `icbpl.model.estimator.ICBPL` parameter, declared once.
 
 `PARAMETER_CONSTRAINTS` (like scikit-learn's ``_parameter_constraints``) is the single table that
 both ``ICBPL.fit`` and ``ICBPL.load`` check a parameter mapping against with `validate_params`;
@@ -80,13 +80,13 @@ def _sequence_of(item: Callable[[Any], bool], lengths: tuple[int, ...] | None) -
 
 
 def _distances() -> tuple[str, ...]:
-    from icbpl.losses import DISTANCES  # imports torch: only when a distance is checked
+    from icbpl.core.losses import DISTANCES  # imports torch: only when a distance is checked
 
     return tuple(sorted(DISTANCES))
 
 
 def _distance() -> Constraint:
-    """One of `icbpl.losses.DISTANCES`, looked up when a value is checked (so that importing
+    """One of `icbpl.core.losses.DISTANCES`, looked up when a value is checked (so that importing
     this table, as the CLI's parser does, loads no torch)."""
     return Constraint(
         lambda v: isinstance(v, str) and v in _distances(),

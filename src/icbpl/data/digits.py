@@ -5,7 +5,7 @@ in seconds. ICBPL's augmentation loss needs views of each sample; for 8x8 digits
 small random affine transforms of the image (rotation, isotropic scale and shift about the
 centre, bilinear resampling), drawn per image from a seeded generator:
 
->>> from icbpl.digits import load_digits_data, digits_views
+>>> from icbpl.data.digits import load_digits_data, digits_views
 >>> images, labels = load_digits_data()             # (1797, 8, 8) float32 in [0, 1], (1797,)
 >>> views = digits_views(images, n_views=4, seed=0)  # (4, 1797, 8, 8)
 
@@ -132,8 +132,8 @@ def run_digits_demo(
     """
     from sklearn.cluster import KMeans
 
-    from icbpl.estimator import ICBPL
-    from icbpl.metrics import evaluate
+    from icbpl.core.metrics import evaluate
+    from icbpl.model.estimator import ICBPL
 
     images, labels = load_digits_data()
     x = images.reshape(len(images), -1)

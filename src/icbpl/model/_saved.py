@@ -1,4 +1,4 @@
-"""Checks of a model saved by `icbpl.estimator.ICBPL.save`, before `ICBPL.load` trusts it."""
+"""Checks of a model saved by `icbpl.model.estimator.ICBPL.save`, before `ICBPL.load` trusts it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from icbpl._params import validate_params
+from icbpl.model.params import validate_params
 
 __all__ = ["check_tensors", "read_meta"]
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icbpl.device import seeded
-from icbpl.peers._augment import view_sampler
-from icbpl.peers._heads import MultiLinear
+from icbpl.core.multihead import MultiLinear
+from icbpl.core.views import view_sampler
 from icbpl.peers._scan import self_label_head
+from icbpl.util.device import seeded
 
 __all__ = ["SelfLabelResult", "self_label"]
 

@@ -1,6 +1,6 @@
 """Helpers shared by pre-training and fine-tuning: devices, precision, images held as one tensor,
-batched augmentation, timers. Private: the public names live in :mod:`icbpl.pretrain` and
-:mod:`icbpl.finetune`.
+batched augmentation, timers. Private: the public names live in :mod:`icbpl.deep.pretrain` and
+:mod:`icbpl.deep.finetune`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.augment import BatchAugment
-from icbpl.device import autocast_context
-from icbpl.device import resolve_device as _resolve_device
+from icbpl.features.augment import BatchAugment
+from icbpl.util.device import autocast_context
+from icbpl.util.device import resolve_device as _resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,12 @@ class _Sized(Protocol):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA, else MPS, else CPU (:func:`icbpl.device.resolve_device`)."""
+    """``None``/``"auto"``: CUDA, else MPS, else CPU (:func:`icbpl.util.device.resolve_device`)."""
     return _resolve_device(device)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast context for ``precision`` (:func:`icbpl.device.autocast_context`).
+    """Autocast context for ``precision`` (:func:`icbpl.util.device.autocast_context`).
 
     ``auto``: bf16 on CUDA devices that support it, float32 elsewhere (CPU bf16 autocast only
     pays off on CPUs with AMX/AVX512-BF16; ask for it with ``precision="bf16"``).
@@ -100,7 +100,7 @@ def to_float(images: Tensor, channels_last: bool) -> Tensor:
 
 
 def default_augment(size: int, strength: str = "strong") -> AugmentFn:
-    """Batched augmentation (:class:`icbpl.augment.BatchAugment`) for pre-training or ICBPL.
+    """Batched augmentation (:class:`icbpl.features.augment.BatchAugment`), pre-training or ICBPL.
 
     ``strong``: the Barlow Twins/SimCLR CIFAR recipe (random resized crop of 8-100% of the area,
     flip, colour jitter 0.4/0.4/0.2/0.1 with p=0.8, grayscale p=0.2; Gaussian blur p=0.5 only

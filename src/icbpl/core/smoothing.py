@@ -62,7 +62,7 @@ def smooth_features(
         hops: how many times each row is averaged with its neighbours (0: just the PCA).
         seed: seed of the PCA's row sample and solver.
     """
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
 
     z = _normalise(_reduced(x, _PCA_DIM, seed))
     k = min(int(n_neighbours), len(z) - 1)

@@ -10,7 +10,7 @@ Per step, for a global batch ``B`` of images: ``n_views`` augmented views are ma
 the training device; one of each sample's ``K`` neighbours (``neighbours_per_step``, SCAN-style
 sampling; the paper's head training uses all ``K`` on cached features) is drawn; originals, views
 and neighbours go through the network in one forward pass, and
-:func:`icbpl.objective.icbpl_objective` is evaluated on their latents. Neighbours are the ``K``
+:func:`icbpl.core.objective.icbpl_objective` is evaluated on their latents. Neighbours are the ``K``
 nearest by cosine in the current encoder's feature space (self excluded), mined at epoch 0 and
 again every ``refresh_every`` epochs. The cluster of an image is its nearest PEDCC point.
 
@@ -33,8 +33,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from icbpl.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from icbpl.distributed import (
+from icbpl.core.head import ProjectionHead
+from icbpl.core.metrics import evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.pedcc import make_pedcc
+from icbpl.deep.distributed import (
     all_gather_with_grad,
     barrier,
     broadcast_tensor,
@@ -43,14 +47,9 @@ from icbpl.distributed import (
     shard_range,
     wrap_ddp,
 )
-from icbpl.head import ProjectionHead
-from icbpl.metrics import evaluate
-from icbpl.neighbours import mine_neighbours
-from icbpl.objective import LossWeights, icbpl_objective
-from icbpl.pedcc import make_pedcc
-from icbpl.pretrain._loop import encoder_metadata
-from icbpl.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.pretrain._runtime import (
+from icbpl.deep.pretrain._loop import encoder_metadata
+from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
+from icbpl.deep.pretrain._runtime import (
     AugmentFn,
     autocast,
     batches,
@@ -62,6 +61,7 @@ from icbpl.pretrain._runtime import (
     synchronize,
     to_float,
 )
+from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -236,20 +236,20 @@ def finetune(
         source: an :class:`icbpl.data.ImageSource` or uint8 ``(N, 3, H, W)`` images.
         n_clusters: number of clusters ``k`` (PEDCC points on the ``latent_dim`` sphere).
         strategy: ``"frozen"``, ``"last2"`` (``encoder.stages()[-2:]`` + head) or ``"all"``.
-        latent_dim, hidden: the head (:class:`icbpl.head.ProjectionHead`).
+        latent_dim, hidden: the head (:class:`icbpl.core.head.ProjectionHead`).
         epochs, batch_size: ``batch_size`` is the global batch (divisible by the process count);
             the last incomplete batch of an epoch is dropped.
         lr, encoder_lr: learning rates of the head and of the trained encoder parts.
         weight_decay, optimizer: ``"adamw"`` (default), ``"sgd"`` or ``"lars"``.
         warmup_epochs, final_lr_ratio: linear warm-up then cosine decay to ``final_lr_ratio``.
-        weights, distance: the objective (:func:`icbpl.objective.icbpl_objective`); the four
+        weights, distance: the objective (:func:`icbpl.core.objective.icbpl_objective`); the four
             paper losses only (``weights.assignment`` must be 0).
         n_neighbours, neighbours_per_step, refresh_every: ``K`` neighbours per sample, how many
             of them enter each step (drawn at random), and the re-mining period in epochs
             (``0``: mined once).
         n_views: augmented views per sample per step; ``augment(images, generator)`` makes them
-            (default: :class:`icbpl.augment.BatchAugment` with its defaults).
-        device, precision, channels_last: as in :func:`icbpl.pretrain.pretrain_barlow_twins`.
+            (default: :class:`icbpl.features.augment.BatchAugment` with its defaults).
+        device, precision, channels_last: as in :func:`icbpl.deep.pretrain.pretrain_barlow_twins`.
         seed: seeds the head, the PEDCC points, shuffling, neighbour draws and augmentations.
         labels: ground truth for evaluation only (defaults to ``source.labels``); with
             ``eval_every > 0`` ACC/NMI/ARI enter the history every ``eval_every`` epochs.
