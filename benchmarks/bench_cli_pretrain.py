@@ -76,8 +76,7 @@ def _kmeans(folder: Path, enc: Path, seed: int) -> dict[str, float]:
 
     from icbpl.core.metrics import evaluate
     from icbpl.data import ImageFolder
-    from icbpl.deep.pretrain import read_encoder_folder
-    from icbpl.deep.pretrain._runtime import images_as_tensor
+    from icbpl.deep.pretrain import images_as_tensor, read_encoder_folder
     from icbpl.encoders import create_encoder
 
     torch.set_num_threads(1)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from icbpl import ICBPL, evaluate
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import encode, load_image_set
-from icbpl.bench._settings import QUICK
 from icbpl.core.smoothing import smoothed_kmeans
 from icbpl.peers import fit_peer
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import encode, load_image_set
+from icbpl_bench._settings import QUICK
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -101,7 +101,7 @@ def main() -> None:
         f"- command: `python benchmarks/bench_defaults.py --cache-dir CACHE --seeds {a.seeds}"
         + (f" --only {' '.join(a.only)}" if a.only else "")
         + (
-            " --arrays DIR`: features saved from `icbpl.bench.encode` (same encoder, same cache "
+            " --arrays DIR`: features saved from `icbpl_bench.encode` (same encoder, same cache "
             "code before its format 2) as plain arrays"
             if a.arrays
             else "`"
@@ -140,7 +140,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write_docs:
-        from icbpl.bench._docs import write_section
+        from icbpl_bench._docs import write_section
 
         write_section(ROOT / "docs" / "BENCHMARKS.md", "defaults-quality", text)
 

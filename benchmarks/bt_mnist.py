@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from icbpl.core.metrics import evaluate
 from icbpl.data import load_dataset
 from icbpl.deep.finetune import finetune
-from icbpl.deep.pretrain import pretrain_barlow_twins
-from icbpl.deep.pretrain._runtime import images_as_tensor
+from icbpl.deep.pretrain import images_as_tensor, pretrain_barlow_twins
 from icbpl.encoders import Encoder, create_encoder
 from icbpl.features.augment import BatchAugment
 

@@ -167,23 +167,22 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
         ICBPL(n_clusters=4, n_heads=0, **FAST).fit(x)
 
 
-def test_feature_power_is_applied_and_saved(tmp_path: Path) -> None:
-    """feature_power=0.5 maps inputs to sign(x)*sqrt(|x|) in the head and survives save/load."""
-    import torch
+def test_a_model_saved_with_a_retired_parameter_loads_at_its_no_op_value(tmp_path: Path) -> None:
+    """Models saved before feature_power / min_distance_warmup were removed still load when
+    they held the value that changed nothing; any other value is refused by name."""
+    import json
 
-    from icbpl.core.head import ProjectionHead
-
-    head = ProjectionHead(3, (), 2, power=0.5)
-    x = torch.tensor([[4.0, -9.0, 0.25]])
-    assert torch.equal(head.power_transform(x), torch.tensor([[2.0, -3.0, 0.5]]))
-    with pytest.raises(ValueError, match="power=0"):
-        ProjectionHead(3, (), 2, power=0)
     X, _ = make_blobs(200, n_features=6, centers=3, random_state=0)
-    model = ICBPL(n_clusters=3, epochs=3, feature_power=0.5, random_state=0).fit(X)
-    assert model.head_.power == 0.5
-    loaded = ICBPL.load(model.save(tmp_path / "m"))
-    assert loaded.feature_power == 0.5 and loaded.head_.power == 0.5
-    np.testing.assert_allclose(loaded.transform(X), model.transform(X), atol=1e-6)
+    model = ICBPL(n_clusters=3, epochs=3, random_state=0).fit(X)
+    folder = model.save(tmp_path / "m")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["params"].update(feature_power=1.0, min_distance_warmup=0)
+    (folder / "config.json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(ICBPL.load(folder).predict(X), model.predict(X))
+    meta["params"]["feature_power"] = 0.5
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"feature_power=0.5 is no longer supported"):
+        ICBPL.load(folder)
 
 
 def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -> None:
@@ -248,10 +247,3 @@ def test_scan_warm_start_mines_its_own_neighbours() -> None:
     model = ICBPL(n_clusters=4, init="scan", init_epochs=1, **FAST).fit(x, y)
     assert model.neighbours_.shape == (300, 2)
     assert len(model.init_metrics_) == 1 and model.init_metrics_[0]["acc"] > 0.9
-
-
-def test_pipeline_knows_the_estimators_inits() -> None:
-    from icbpl.model.estimator import INITS
-    from icbpl.pipeline import _config
-
-    assert _config.INITS == INITS

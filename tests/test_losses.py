@@ -53,8 +53,6 @@ def test_distances_by_hand() -> None:
     b = torch.tensor([[0.0, 1.0]])
     assert distance(a, b, "cosine").item() == pytest.approx(1.0)
     assert distance(a, -a, "cosine").item() == pytest.approx(2.0)
-    assert distance(a, b, "cosine_squared").item() == pytest.approx(1.0)
-    assert distance(a, -a, "cosine_squared").item() == pytest.approx(4.0)
     assert distance(a, b, "euclidean").item() == pytest.approx(np.sqrt(2.0), rel=1e-6)
     # composite: 2.1 - 2 cos + 8/3 * mean|a - b| = 2.1 + 8/3 * 1
     assert distance(a, b, "composite_cosine").item() == pytest.approx(2.1 + 8.0 / 3.0)

@@ -33,7 +33,7 @@ def cpu_threads(n: int | None) -> Any:
 # ------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """``icbpl demo``: ICBPL and k-means on scikit-learn's digits, side by side."""
-    from icbpl.data.digits import run_digits_demo
+    from icbpl.pipeline.demo import run_digits_demo
 
     if args.epochs < 1 or args.views < 1:
         raise CliError(f"--epochs={args.epochs} and --views={args.views} should be >= 1")
@@ -370,10 +370,3 @@ def cmd_cache(args: argparse.Namespace) -> int:
     total = sum(e.size_bytes for e in entries)
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
     return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``icbpl bench``: run a benchmark experiment (see :mod:`icbpl.bench`)."""
-    from icbpl.bench import run_args
-
-    return run_args(args, command=args.command_line)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.peers import scan_loss
+from icbpl.core.scan import scan_loss
 
 __all__ = [
     "DISTANCES",
@@ -30,7 +30,7 @@ __all__ = [
     "neighbour_loss",
 ]
 
-Distance = Literal["cosine", "cosine_squared", "euclidean", "composite_cosine"]
+Distance = Literal["cosine", "euclidean", "composite_cosine"]
 
 
 def _cos(a: Tensor, b: Tensor) -> Tensor:
@@ -39,10 +39,6 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
 
 def _cosine(a: Tensor, b: Tensor) -> Tensor:
     return 1.0 - _cos(a, b)
-
-
-def _cosine_squared(a: Tensor, b: Tensor) -> Tensor:
-    return (1.0 - _cos(a, b)).pow(2)
 
 
 def _euclidean(a: Tensor, b: Tensor) -> Tensor:
@@ -57,7 +53,6 @@ def _composite_cosine(a: Tensor, b: Tensor) -> Tensor:
 
 DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "cosine": _cosine,
-    "cosine_squared": _cosine_squared,
     "euclidean": _euclidean,
     "composite_cosine": _composite_cosine,
 }
@@ -66,9 +61,9 @@ DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def distance(a: Tensor, b: Tensor, kind: str = "cosine") -> Tensor:
     """Row-wise distance between ``a`` and ``b`` (broadcast over leading dims), shape ``(...,)``.
 
-    ``cosine``: 1 - cos(a, b) (the paper's choice). ``cosine_squared``: (1 - cos)^2.
-    ``euclidean``: ||a - b||_2 (paper Table 5). ``composite_cosine``: 2.1 - 2 cos + 8/3 mean|a - b|
-    (the "composite cosine distance" of the authors' ICBPC code).
+    ``cosine``: 1 - cos(a, b) (the paper's choice). ``euclidean``: ||a - b||_2 (paper Table 5).
+    ``composite_cosine``: 2.1 - 2 cos + 8/3 mean|a - b| (the "composite cosine distance" of the
+    authors' ICBPC code).
     """
     try:
         fn = DISTANCES[kind]
@@ -165,10 +160,10 @@ def assignment_loss(
 
     With ``p_i = softmax(cos(z_i, c) / temperature)`` over the k PEDCC points (the soft version
     of ICBPL's nearest-centroid rule), this is SCAN's eq. (2) with entropy weight 1
-    (:func:`icbpl.peers.scan_loss`): ``-mean_i log <p_i, p_j(i)> - H(mean_i p_i)``, where ``j(i)``
-    is a neighbour of ``i``. Unlike the cosine neighbour loss (L3), which pulls latents together
-    anywhere on the sphere, it asks neighbours to share a PEDCC point, and its entropy keeps the
-    batch spread over all of them.
+    (:func:`icbpl.core.scan.scan_loss`): ``-mean_i log <p_i, p_j(i)> - H(mean_i p_i)``, where
+    ``j(i)`` is a neighbour of ``i``. Unlike the cosine neighbour loss (L3), which pulls latents
+    together anywhere on the sphere, it asks neighbours to share a PEDCC point, and its entropy
+    keeps the batch spread over all of them.
 
     ``z_anchor`` and ``z_neighbour``: (N, d) latents (an augmented view of each sample and of one
     of its neighbours); ``centroids`` (k, d). Returns a scalar.

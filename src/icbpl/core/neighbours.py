@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["EXACT_BUDGET", "ivf_params", "mine_neighbours", "neighbour_accuracy", "recall"]
+__all__ = ["EXACT_BUDGET", "ivf_params", "mine_neighbours", "recall"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,9 +254,3 @@ def recall(approximate: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
     hits = (approximate[:, :, None] == exact[:, None, :]).any(axis=1).sum()
     return float(hits) / (exact.shape[0] * k)
-
-
-def neighbour_accuracy(neighbours: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of (sample, neighbour) pairs that share a label (a quality check, needs labels)."""
-    labels = np.asarray(labels)
-    return float((labels[neighbours] == labels[:, None]).mean())

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from icbpl.model.params import validate_params
+from icbpl.model.params import drop_retired, validate_params
 
 __all__ = ["check_tensors", "read_meta"]
 
@@ -35,6 +35,7 @@ def read_meta(cfg_file: Path, defaults: dict[str, Any], version: int) -> dict[st
         raise ValueError(f"{cfg_file}: unknown field(s) {unknown}, missing field(s) {missing}")
     if not isinstance(meta["params"], dict):
         raise ValueError(f"{cfg_file}: params should be a JSON object")
+    meta["params"] = drop_retired(meta["params"], where=f"{cfg_file}: params")
     validate_params(meta["params"], where=f"{cfg_file}: params", complete=False)
     meta["params"] = {**defaults, **meta["params"]}
     validate_params(meta["params"], where=f"{cfg_file}: params")

@@ -26,7 +26,7 @@ from icbpl.model.params import INITS, validate_params
 from icbpl.model.selflabel import self_label
 from icbpl.model.training import EpochRecord, TrainConfig, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
-from icbpl.util.atomic import atomic_write_bytes, atomic_write_text
+from icbpl.util.atomic import atomic_write_bytes, atomic_write_text, jsonable
 
 __all__ = ["ICBPL", "INITS"]
 
@@ -53,15 +53,11 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             :func:`icbpl.core.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
             cosines to the PEDCC points at temperature 0.1, between an augmented view of each
             sample and of one of its ``n_neighbours`` neighbours); e.g. ``(8, 2, 2, 1, 2)``.
-        distance: ``cosine`` (paper), ``cosine_squared``, ``euclidean``, ``composite_cosine``.
+        distance: ``cosine`` (paper), ``euclidean``, ``composite_cosine``.
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
         patience: stop when the label-free score has not improved for this many epochs (beyond
             the paper; 0 runs all ``epochs``). The kept epoch is the best-scoring one either way.
-        min_distance_warmup: epochs before the min-distance loss is switched on.
-        feature_power: inputs become ``sign(x) * |x| ** feature_power`` before the head's
-            standardisation (beyond the paper; 0.5 is the signed square root, which helps pooled
-            CNN features, see docs/BENCHMARKS.md; 1.0 leaves them as they are).
         device: ``"cpu"``, ``"cuda"``, ... or None for CPU.
         n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
             and keep the one whose selected epoch has the best label-free score (beyond the
@@ -108,8 +104,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_neighbours: int = 4,
         refresh_every: int = 30,
         patience: int = 10,
-        min_distance_warmup: int = 0,
-        feature_power: float = 1.0,
         n_heads: int = 1,
         init: str = "kmeans",
         init_epochs: int = 3,
@@ -129,8 +123,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_neighbours = n_neighbours
         self.refresh_every = refresh_every
         self.patience = patience
-        self.min_distance_warmup = min_distance_warmup
-        self.feature_power = feature_power
         self.n_heads = n_heads
         self.init = init
         self.init_epochs = init_epochs
@@ -154,8 +146,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             n_neighbours=int(self.n_neighbours),
             refresh_every=int(self.refresh_every),
             patience=int(self.patience),
-            min_distance_warmup=int(self.min_distance_warmup),
-            feature_power=float(self.feature_power),
             init_epochs=int(self.init_epochs) if self.init != "random" else 0,
             seed=0 if self.random_state is None else int(self.random_state),
         )
@@ -187,7 +177,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             neighbours,
             n_clusters=self.n_clusters,
             n_neighbours=self.n_neighbours,
-            keep_all=True,
         )
         config = self._config()
         device = torch.device(self.device or "cpu")
@@ -336,7 +325,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         atomic_write_bytes(folder / "model.safetensors", save(tensors))
         meta = {
             "format_version": _FORMAT_VERSION,
-            "params": _jsonable(self.get_params()),
+            "params": jsonable(self.get_params()),
             "n_features_in": int(self.n_features_in_),
             "best_epoch": int(self.best_epoch_),
         }
@@ -372,9 +361,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         except Exception as err:
             raise ValueError(f"{weights_file} cannot be read as safetensors: {err}") from None
         check_tensors(weights_file, tensors, meta)
-        head = ProjectionHead(
-            meta["n_features_in"], params["hidden"], params["latent_dim"], params["feature_power"]
-        )
+        head = ProjectionHead(meta["n_features_in"], params["hidden"], params["latent_dim"])
         state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
         try:
             head.load_state_dict(state)
@@ -434,7 +421,3 @@ def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(a).to(device)
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["INITS", "PARAMETER_CONSTRAINTS", "Constraint", "validate_params"]
+__all__ = ["INITS", "PARAMETER_CONSTRAINTS", "Constraint", "drop_retired", "validate_params"]
 
 INITS = ("random", "kmeans", "scan")
 """The starts of the head ``ICBPL(init=...)`` accepts."""
@@ -114,8 +114,6 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "distance": _distance(),
     "n_neighbours": integer(0),
     "refresh_every": integer(0),
-    "min_distance_warmup": integer(0),
-    "feature_power": real(0.0, strict=True),
     "n_heads": integer(1),
     "init": one_of(INITS),
     "init_epochs": integer(1),
@@ -126,6 +124,21 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     ),
     "random_state": optional(integer(0)),
 }
+
+
+RETIRED = {"min_distance_warmup": 0, "feature_power": 1.0}
+"""Parameters earlier versions had, with the value that made them a no-op (docs/BENCHMARKS.md)."""
+
+
+def drop_retired(params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """``params`` without the `RETIRED` ones, which a saved file may hold at their no-op value;
+    at any other value the file asks for what this version no longer does (ValueError)."""
+    for name, neutral in RETIRED.items():
+        if name in params and params[name] != neutral:
+            raise ValueError(
+                f"{where}: {name}={params[name]!r} is no longer supported (only {neutral!r})"
+            )
+    return {k: v for k, v in params.items() if k not in RETIRED}
 
 
 def validate_params(

@@ -2,7 +2,7 @@
 
 ICBPL's clusters are first distilled into a linear classifier on the features (cross-entropy
 on augmented views against ICBPL's labels), then SCAN's self-labelling step
-(Van Gansbeke et al., ECCV 2020, section 2.3; :func:`icbpl.peers.scan_self_label_loss`) trains
+(Van Gansbeke et al., ECCV 2020, section 2.3; :func:`icbpl.core.scan.scan_self_label_loss`) trains
 that classifier on its own confident predictions: samples whose clean feature is classified with
 probability above ``threshold`` teach the classifier to give an augmented view the same cluster,
 with class-balanced weights. SCAN and SPICE use this step after their clustering stage.
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from icbpl.core.multihead import MultiLinear
+from icbpl.core.scan import self_label_head
 from icbpl.core.views import view_sampler
-from icbpl.peers._scan import self_label_head
 from icbpl.util.device import seeded
 
 __all__ = ["SelfLabelResult", "self_label"]

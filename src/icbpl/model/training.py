@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -60,8 +59,6 @@ class TrainConfig:
     distance: str = "cosine"
     n_neighbours: int = 4
     refresh_every: int = 30
-    min_distance_warmup: int = 0
-    feature_power: float = 1.0
     init_epochs: int = 0
     assignment_temperature: float = 0.1
     seed: int = 0
@@ -205,7 +202,7 @@ def _fit_standardisation(head: ProjectionHead, x: Tensor, block: int = 65536) ->
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     squares = torch.zeros_like(total)
     for i in range(0, x.shape[0], block):
-        part = head.power_transform(x[i : i + block]).double()
+        part = x[i : i + block].double()
         total += part.sum(0)
         squares += (part * part).sum(0)
     n = x.shape[0]
@@ -292,7 +289,7 @@ def _train(
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     n, dim = x.shape
-    head = ProjectionHead(dim, config.hidden, config.latent_dim, config.feature_power).to(device)
+    head = ProjectionHead(dim, config.hidden, config.latent_dim).to(device)
     _fit_standardisation(head, x)
     opt = torch.optim.Adam(
         head.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
@@ -312,10 +309,7 @@ def _train(
     best_score, best_state, best_epoch = -np.inf, copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        w = config.weights
-        if config.min_distance_warmup and epoch <= config.min_distance_warmup:
-            w = dataclasses.replace(w, min_distance=0.0)
-        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, w, config, gen)
+        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config.weights, config, gen)
         refresh = (
             nb_t is not None
             and bool(config.refresh_every)

@@ -50,12 +50,11 @@ def check_fit_inputs(
     *,
     n_clusters: int,
     n_neighbours: int,
-    keep_all: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Validate everything ``ICBPL.fit`` receives; return (x, views (V,N,D), neighbours, y).
 
-    The neighbours are cut to their first ``n_neighbours`` columns (``None`` for 0), or kept
-    whole with ``keep_all`` (the caller cuts them; the SCAN warm start uses them all).
+    The neighbours come back whole (the caller cuts them to ``n_neighbours`` columns; the SCAN
+    warm start uses them all).
     """
     if not isinstance(n_clusters, int | np.integer) or n_clusters < 2:
         raise ValueError(f"n_clusters={n_clusters!r} should be an integer >= 2")
@@ -89,8 +88,6 @@ def check_fit_inputs(
                 f"neighbours hold indices outside [0, {n}); got {nb.min()}..{nb.max()}"
             )
         nb = nb.astype(np.int64)
-        if not keep_all:
-            nb = nb[:, :n_neighbours] if n_neighbours else None
     elif n_neighbours and n_neighbours >= n:
         raise ValueError(
             f"n_neighbours={n_neighbours} should be < n_samples={n}; lower n_neighbours"

@@ -13,9 +13,10 @@ Each method's hyper-parameters are keyword options of :func:`fit_peer` (see
 
 from __future__ import annotations
 
+from icbpl.core.scan import scan_loss, scan_self_label_loss
 from icbpl.peers import _kmeans as _kmeans  # registers "kmeans"
+from icbpl.peers import _scan as _scan  # registers "scan"
 from icbpl.peers._registry import PeerResult, fit_peer, list_peers, peer_options, register_peer
-from icbpl.peers._scan import scan_loss, scan_self_label_loss
 from icbpl.peers._temi import temi_loss
 from icbpl.peers._turtle import turtle_loss
 

@@ -37,7 +37,6 @@ from icbpl.pipeline._cluster import run_cluster
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import (
-    ClusterRun,
     Prediction,
     cluster_into,
     image_loader_for,
@@ -50,6 +49,7 @@ from icbpl.pipeline._stages import (
     source_loader,
     write_assignments,
 )
+from icbpl.pipeline._summary import ClusterRun
 from icbpl.util.csvcell import neutralise_cell, restore_cell
 
 __all__ = [

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from icbpl.pipeline._config import ClusterConfig
 from icbpl.pipeline._outdir import ResultsFolder
-from icbpl.pipeline._run import ClusterRun, StageCallback, cluster_into
+from icbpl.pipeline._run import cluster_into
+from icbpl.pipeline._summary import ClusterRun, StageCallback
 
 __all__ = ["run_cluster"]
 

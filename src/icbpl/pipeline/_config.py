@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icbpl.model.params import INITS, validate_params
+from icbpl.model.params import INITS, drop_retired, validate_params
 
 FINETUNE = ("frozen", "last2", "all")  # the same as icbpl.deep.finetune.STRATEGIES (a test checks)
 
@@ -26,7 +26,6 @@ ICBPL_FIELDS = {
     "distance": "distance",
     "n_neighbours": "n_neighbours",
     "refresh_every": "refresh_every",
-    "min_distance_warmup": "min_distance_warmup",
     "n_heads": "n_heads",
     "init": "init",
     "self_label_epochs": "self_label_epochs",
@@ -76,9 +75,8 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
-        distance, weight_decay, min_distance_warmup: hyper-parameters of
-            `icbpl.model.estimator.ICBPL` (its defaults, the paper's; ``train_batch_size`` is its
-            ``batch_size``).
+        distance, weight_decay: hyper-parameters of `icbpl.model.estimator.ICBPL` (its
+            defaults, the paper's; ``train_batch_size`` is its ``batch_size``).
         init: ``"kmeans"`` (the default, beyond the paper): the head starts from k-means on
             the neighbour-smoothed features; ``"random"``: the paper's random head; ``"scan"``:
             from SCAN's clustering step on the same features, views and 20 neighbours (beyond
@@ -127,7 +125,6 @@ class ClusterConfig:
     refresh_every: int = 30
     distance: str = "cosine"
     weight_decay: float = 0.0
-    min_distance_warmup: int = 0
     init: str = "kmeans"
     include_hidden: bool = False
     n_heads: int = 1
@@ -164,9 +161,8 @@ class ClusterConfig:
         for name, (value, low) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PipelineError(f"{name}={value!r} should be an integer >= {low}")
-        params = {icbpl: getattr(self, field) for icbpl, field in ICBPL_FIELDS.items()}
         try:
-            validate_params(params, complete=False, names=ICBPL_FIELDS)
+            validate_params(self.model_params(), complete=False, names=ICBPL_FIELDS)
         except ValueError as err:
             raise PipelineError(str(err)) from None
         if self.input_size is not None and (
@@ -214,6 +210,12 @@ class ClusterConfig:
                 "options or use finetune='frozen'"
             )
 
+    def model_params(self, **run: Any) -> dict[str, Any]:
+        """The `icbpl.model.estimator.ICBPL` parameters this configuration sets, by their ICBPL
+        names (`ICBPL_FIELDS`), with ``run``'s (``n_clusters``, ``epochs`` ...) added:
+        ``ICBPL(**config.model_params(n_clusters=k, ...))``."""
+        return {name: getattr(self, field) for name, field in ICBPL_FIELDS.items()} | run
+
     def resolved_epochs(self, n_images: int) -> int:
         """Training epochs for ``n_images`` images: ``epochs``, or the automatic choice.
 
@@ -241,6 +243,10 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (they would be ignored)."""
+        try:
+            data = drop_retired(data, where="configuration")
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

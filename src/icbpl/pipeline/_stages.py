@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
-import json
 import logging
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from icbpl.pipeline._config import PipelineError
-from icbpl.util.atomic import atomic_open, atomic_write_text
+from icbpl.util.atomic import atomic_open
 from icbpl.util.csvcell import neutralise_cell
 
 logger = logging.getLogger(__name__)
@@ -70,16 +66,6 @@ def open_source(
     return load_dataset(str(p), split=split)
 
 
-@contextlib.contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator inside the block and restore the caller's state after it."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def build_encoder(name: str, weights: str | None, input_size: int | None, seed: int) -> Any:
     """``create_encoder(name, weights, input_size=...)``; random weights are drawn from ``seed``.
 
@@ -87,6 +73,7 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
         PipelineError: unknown encoder or an option it does not take.
     """
     from icbpl.encoders import create_encoder, list_encoders
+    from icbpl.util.device import seeded
 
     kwargs: dict[str, Any] = {} if input_size is None else {"input_size": input_size}
     known = list_encoders()
@@ -95,7 +82,7 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
             f"unknown encoder {name!r}; choose one of {', '.join(known)} "
             "(`icbpl encoders` lists them) or 'timm:<model>'"
         )
-    with seeded_torch(seed):
+    with seeded(seed):
         try:
             return create_encoder(name, weights=weights, **kwargs)
         except TypeError as err:
@@ -164,30 +151,6 @@ def cache_dir_path(value: str | None) -> Path | None:
 
         return cache_root() / "features"
     return Path(value).expanduser()
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf -> None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``jsonable(data)`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file beside the target, flushed, then `os.replace`.
+"""Atomic file writes (a temporary file beside the target, flushed, then `os.replace`) and JSON.
 
 A reader sees the old file or the new one, never half of one; an interrupted write leaves at most
 a hidden ``.NAME.PID.tmp`` file. New files get the usual ``0666 & ~umask`` mode (``0644`` under
@@ -8,12 +8,17 @@ the common umask), as `open` would give them (`tempfile.mkstemp` would make them
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text"]
+import numpy as np
+
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "jsonable", "write_json"]
 
 
 def _tmp_name(path: Path) -> Path:
@@ -54,3 +59,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: Any, indent: int = 2) -> Path:
+    """Write ``jsonable(data)`` as indented JSON (``allow_nan=False``), atomically."""
+    return atomic_write_text(
+        path, json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n"
+    )

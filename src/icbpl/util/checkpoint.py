@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,14 +31,17 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
+
+from icbpl.util.atomic import atomic_write_bytes, write_json
 
 __all__ = [
     "Checkpoint",
     "has_checkpoint",
     "load_checkpoint",
     "load_weights",
+    "read_weights_file",
     "save_checkpoint",
     "save_weights",
 ]
@@ -68,51 +71,14 @@ class Checkpoint:
 # --------------------------------------------------------------------------- atomic file writes
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    try:  # persist the rename itself (POSIX); harmless where directories cannot be opened
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    _replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def _write_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     # safetensors refuses shared or strided storage: give every tensor its own contiguous copy
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(plain, str(tmp), metadata=metadata)
-    _replace(tmp, path)
+    atomic_write_bytes(path, save(plain, metadata=metadata))
 
 
 # --------------------------------------------------------------------------- weight files
@@ -147,7 +113,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if path.suffix == ".safetensors":
         return load_file(str(path)), meta
     if path.suffix in {".pt", ".pth", ".ckpt", ".bin"}:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_weights_file(path)
         for key in ("state_dict", "model", "encoder", "backbone"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
@@ -158,6 +124,26 @@ def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     raise ValueError(
         f"weights file {str(path)!r} has suffix {path.suffix!r}; expected .safetensors, .pt or .pth"
     )
+
+
+def read_weights_file(path: str | Path) -> Any:
+    """Read a ``.pth``/``.tar`` (``torch.load(weights_only=True)``) or ``.safetensors`` file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"weights file {str(p)!r} does not exist; pass the path of a checkpoint file, "
+            "None for the default weights or 'random'"
+        )
+    if p.suffix == ".safetensors":
+        return load_file(str(p), device="cpu")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{str(p)!r} holds pickled Python objects besides tensors, which are not loaded "
+            f"for safety ({str(err).splitlines()[0]}). If you trust the file, re-save its "
+            "weights: torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)"
+        ) from err
 
 
 # --------------------------------------------------------------------------- RNG states

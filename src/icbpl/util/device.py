@@ -185,9 +185,10 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators for the block and restore the caller's state after."""
-    devices = [device.index or 0] if device.type == "cuda" else []
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's global generators (the CPU's, and ``device``'s on CUDA) for the block and
+    restore the caller's state after."""
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

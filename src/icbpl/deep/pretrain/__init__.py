@@ -22,6 +22,7 @@ from icbpl.deep.pretrain._loop import (
 )
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
 from icbpl.deep.pretrain._optim import LARS, WarmupCosine, build_optimizer
+from icbpl.deep.pretrain._runtime import images_as_tensor
 
 __all__ = [
     "ENCODER_FILE",
@@ -34,6 +35,7 @@ __all__ = [
     "barlow_twins_loss",
     "build_optimizer",
     "encoder_metadata",
+    "images_as_tensor",
     "is_encoder_folder",
     "make_projector",
     "pretrain_barlow_twins",

@@ -1,9 +1,9 @@
 """What each benchmark runs: datasets, seeds, epochs and peer options, for full and quick mode.
 
 Settings are data (frozen dataclasses), so a table can print exactly what produced it and a test
-can run an experiment on tiny settings. :data:`FULL` is budgeted to finish ``icbpl bench all`` in
-about three hours on a 2-core CPU with one torch thread from an empty feature cache (measured
-costs in docs/bench/README.md); :data:`QUICK` in under ten minutes.
+can run an experiment on tiny settings. :data:`FULL` is budgeted to finish
+``benchmarks/bench.py all`` in about three hours on a 2-core CPU with one torch thread from an
+empty feature cache (measured costs in docs/bench/README.md); :data:`QUICK` in under ten minutes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Plan:
     """One dataset with the ICBPL keyword arguments (and peer options) used on it.
 
     Attributes:
-        dataset: a name of the bench dataset registry (`icbpl.bench._data`).
+        dataset: a name of the bench dataset registry (`icbpl_bench._data`).
         icbpl: keyword arguments of `icbpl.ICBPL` besides ``n_clusters`` and ``random_state``.
         peers: peer name -> options of `icbpl.peers.fit_peer` (only for tables with peers).
         ours: ICBPL keyword arguments that replace ``icbpl`` for table11's "ICBPL + ours" row

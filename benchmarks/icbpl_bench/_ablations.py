@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import DatasetUnavailable
-from icbpl.bench._methods import describe, fit_icbpl
-from icbpl.bench._registry import register_experiment
-from icbpl.bench._results import METRICS, SECONDS, Column, ResultLog
-from icbpl.bench._settings import Plan
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import DatasetUnavailable
+from icbpl_bench._methods import describe, fit_icbpl
+from icbpl_bench._registry import register_experiment
+from icbpl_bench._results import METRICS, SECONDS, Column, ResultLog
+from icbpl_bench._settings import Plan
 
 __all__ = ["ABLATION_COLUMNS", "Variant", "run_ablation"]
 

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import DatasetUnavailable
-from icbpl.bench._methods import PEER_LABELS, describe, fit_icbpl, run_peer
-from icbpl.bench._registry import register_experiment
-from icbpl.bench._results import METRICS, SECONDS, Column, ResultLog
-from icbpl.bench._settings import Plan
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import DatasetUnavailable
+from icbpl_bench._methods import PEER_LABELS, describe, fit_icbpl, run_peer
+from icbpl_bench._registry import register_experiment
+from icbpl_bench._results import METRICS, SECONDS, Column, ResultLog
+from icbpl_bench._settings import Plan
 
 __all__ = ["run_table11"]
 

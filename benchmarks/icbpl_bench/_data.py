@@ -14,15 +14,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from icbpl.bench._context import BenchContext
     from icbpl.data import ImageSource
     from icbpl.encoders import Encoder
     from icbpl.features import FeatureSet
+    from icbpl_bench._context import BenchContext
 
 __all__ = [
     "BenchData",
@@ -186,18 +186,11 @@ def subset(source: ImageSource, n: int, *, seed: int) -> ImageSource:
 
 
 def build_encoder(name: str, weights: str | None = None) -> Encoder:
-    """``create_encoder(name, weights)``; random weights are drawn with torch seed 0 (without
-    touching the caller's random state), so "random" is the same encoder, and the same feature
-    cache entry, in every run."""
-    import torch
+    """`icbpl.pipeline.build_encoder` with seed 0: "random" is the same encoder, and the same
+    feature cache entry, in every run (the caller's random state is left as it was)."""
+    from icbpl.pipeline import build_encoder as build
 
-    from icbpl.encoders import create_encoder
-
-    if weights != "random":
-        return create_encoder(name, weights=weights)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return create_encoder(name, weights=weights)
+    return cast(Encoder, build(name, weights, None, 0))
 
 
 def encode(

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._docs import git_rev, machine, mean_std, utc_now, write_section
+from icbpl_bench._context import BenchContext
+from icbpl_bench._docs import git_rev, machine, mean_std, utc_now, write_section
 
 __all__ = ["METRICS", "Column", "ResultLog", "Run"]
 

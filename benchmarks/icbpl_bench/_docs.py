@@ -1,4 +1,4 @@
-"""Provenance lines and docs/BENCHMARKS.md sections, shared by ``icbpl bench`` and benchmarks/.
+"""Provenance lines and docs/BENCHMARKS.md sections, shared by the scripts of benchmarks/.
 
 Every benchmark table says where, when and from which commit it came (:func:`preamble`) and lives
 in a named section of a Markdown file that re-running the benchmark replaces in place

@@ -1,4 +1,4 @@
-"""The experiment registry: ``icbpl bench NAME`` runs the experiment registered as ``NAME``."""
+"""The experiment registry: ``benchmarks/bench.py NAME`` runs the experiment registered as NAME."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from icbpl.bench._context import BenchContext
-    from icbpl.bench._results import ResultLog
+    from icbpl_bench._context import BenchContext
+    from icbpl_bench._results import ResultLog
 
 __all__ = ["Experiment", "get_experiment", "list_experiments", "register_experiment"]
 

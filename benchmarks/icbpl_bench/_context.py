@@ -1,4 +1,4 @@
-"""What one ``icbpl bench`` invocation shares between its experiments.
+"""What one ``benchmarks/bench.py`` invocation shares between its experiments.
 
 The context holds the settings (full or quick), where to write, where the data and the feature
 cache are, and in-process memos: each dataset is loaded and its neighbours mined once per run,
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from icbpl.bench._data import BenchData, DataLoader, load_bench_data
-from icbpl.bench._settings import BenchSettings
+from icbpl_bench._data import BenchData, DataLoader, load_bench_data
+from icbpl_bench._settings import BenchSettings
 
 __all__ = ["BenchContext", "NeighbourInfo"]
 
@@ -55,7 +55,7 @@ class BenchContext:
     """Settings, paths and memos of one run (see the module docstring).
 
     Attributes:
-        settings: `icbpl.bench._settings.FULL`, ``QUICK`` or a test's own.
+        settings: `icbpl_bench._settings.FULL`, ``QUICK`` or a test's own.
         out_dir: folder of the Markdown, CSV and PNG files.
         docs_file: Markdown file whose sections the tables also replace (None: not written).
         cache_dir: feature cache of `icbpl.features.extract_features` (None: no cache).

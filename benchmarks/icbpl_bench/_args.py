@@ -1,5 +1,5 @@
-"""The ``icbpl bench`` arguments (standard library only: building the parser loads none of the
-benchmark machinery)."""
+"""The ``benchmarks/bench.py`` arguments (standard library only: building the parser loads none
+of the benchmark machinery)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["EXPERIMENT_HELP", "add_arguments", "default_cache_dir", "default_data_root"]
 
-#: Shown by ``--help``; the registry (`icbpl.bench.list_experiments`) is the authority.
+#: Shown by ``--help``; the registry (`icbpl_bench.list_experiments`) is the authority.
 EXPERIMENT_HELP = (
     "table11 (ICBPL vs k-means, SCAN, TEMI, TURTLE on CIFAR-10, MNIST, Fashion-MNIST, "
     "Tiny-ImageNet), neighbours, distance, losses, encoders, refresh (ablations), plots, "
@@ -46,7 +46,7 @@ def _threads(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``icbpl bench`` arguments to ``parser`` (a sub-command's parser)."""
+    """Add the ``benchmarks/bench.py`` arguments to ``parser`` (a sub-command's parser)."""
     parser.add_argument("experiment", metavar="EXPERIMENT", help=EXPERIMENT_HELP)
     parser.add_argument(
         "--quick",

@@ -1,4 +1,4 @@
-"""Running ``icbpl bench`` from parsed arguments."""
+"""Running ``benchmarks/bench.py`` from parsed arguments."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import time
 from collections.abc import Sequence
 
 # the experiment modules register themselves on import
-from icbpl.bench import _ablations, _encoders, _plots, _table11  # noqa: F401
-from icbpl.bench._args import add_arguments, default_cache_dir, default_data_root
-from icbpl.bench._context import BenchContext
-from icbpl.bench._docs import command_line
-from icbpl.bench._registry import get_experiment, register_group, run_experiment
-from icbpl.bench._settings import FULL, QUICK, BenchSettings
+from icbpl_bench import _ablations, _encoders, _plots, _table11  # noqa: F401
+from icbpl_bench._args import add_arguments, default_cache_dir, default_data_root
+from icbpl_bench._context import BenchContext
+from icbpl_bench._docs import command_line
+from icbpl_bench._registry import get_experiment, register_group, run_experiment
+from icbpl_bench._settings import FULL, QUICK, BenchSettings
 
 __all__ = ["main", "run_args"]
 
@@ -54,7 +54,7 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
     try:
         get_experiment(args.experiment)
     except ValueError as err:
-        print(f"icbpl bench: {err}", file=sys.stderr)
+        print(f"bench: {err}", file=sys.stderr)
         return 2
     from icbpl.util.device import cpu_threads
 
@@ -64,7 +64,7 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
         try:
             settings, variant = only_datasets(settings, args.experiment, args.only)
         except ValueError as err:
-            print(f"icbpl bench: {err}", file=sys.stderr)
+            print(f"bench: {err}", file=sys.stderr)
             return 2
     context = BenchContext(
         settings=settings,
@@ -84,24 +84,25 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
             logs, failed = run_experiment(args.experiment, context)
     except KeyboardInterrupt:
         print(
-            "icbpl bench: interrupted; the tables written so far are marked partial",
+            "bench: interrupted; the tables written so far are marked partial",
             file=sys.stderr,
         )
         return 130
     for log in logs:
         state = "complete" if log.complete else "PARTIAL"
         print(f"{log.stem}: {state}; {log.md_path}, {log.csv_path}")
-    print(f"icbpl bench {args.experiment}: {time.perf_counter() - t:.0f} s")
+    print(f"bench {args.experiment}: {time.perf_counter() - t:.0f} s")
     if failed:
-        print(f"icbpl bench: failed: {', '.join(failed)} (see the log above)", file=sys.stderr)
+        print(f"bench: failed: {', '.join(failed)} (see the log above)", file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m icbpl.bench EXPERIMENT [--quick] [--seeds ...] [--out DIR] ...``."""
+    """``python -m icbpl_bench EXPERIMENT [--quick] [--seeds ...] [--out DIR] ...``."""
     parser = argparse.ArgumentParser(
-        prog="icbpl bench", description="Reproduce the paper's tables and compare with the peers."
+        prog="benchmarks/bench.py",
+        description="Reproduce the paper's tables and compare with the peers.",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -110,5 +111,5 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("icbpl.model.training", "icbpl.model.estimator", "icbpl.peers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    shown = command_line(["-m", "icbpl.bench", *(sys.argv[1:] if argv is None else argv)])
+    shown = command_line(["-m", "icbpl_bench", *(sys.argv[1:] if argv is None else argv)])
     return run_args(args, shown)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import BenchData
 from icbpl.core.metrics import evaluate
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import BenchData
 
 if TYPE_CHECKING:
     from icbpl.model.estimator import ICBPL

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import (
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import (
     SUPERVISED,
     BenchData,
     DatasetUnavailable,
@@ -25,10 +25,10 @@ from icbpl.bench._data import (
     encode,
     load_image_set,
 )
-from icbpl.bench._methods import describe, fit_icbpl, run_peer
-from icbpl.bench._registry import register_experiment
-from icbpl.bench._results import METRICS, SECONDS, ResultLog
-from icbpl.bench._settings import EncoderSpec
+from icbpl_bench._methods import describe, fit_icbpl, run_peer
+from icbpl_bench._registry import register_experiment
+from icbpl_bench._results import METRICS, SECONDS, ResultLog
+from icbpl_bench._settings import EncoderSpec
 
 if TYPE_CHECKING:
     from icbpl.data import ImageSource
@@ -54,8 +54,7 @@ def barlow_twins_encoder(
     size, seed 0. With a cache folder, the weights are kept under ``CACHE/bench-barlow-twins/KEY``
     (KEY: the images' fingerprint, the encoder and the settings) and reused by later runs.
     """
-    from icbpl.deep.pretrain import pretrain_barlow_twins
-    from icbpl.deep.pretrain._runtime import images_as_tensor
+    from icbpl.deep.pretrain import images_as_tensor, pretrain_barlow_twins
     from icbpl.encoders import create_encoder
     from icbpl.features.augment import BatchAugment
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import DatasetUnavailable
-from icbpl.bench._methods import describe, fit_icbpl
-from icbpl.bench._registry import register_experiment, run_experiment
-from icbpl.bench._results import METRICS, SECONDS, Column, ResultLog
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import DatasetUnavailable
+from icbpl_bench._methods import describe, fit_icbpl
+from icbpl_bench._registry import register_experiment, run_experiment
+from icbpl_bench._results import METRICS, SECONDS, Column, ResultLog
 
 if TYPE_CHECKING:
     from icbpl.model.training import EpochRecord
@@ -35,7 +35,7 @@ def _pyplot() -> Any:
         import matplotlib
     except ImportError as err:
         raise ImportError(
-            "icbpl bench plots need matplotlib: pip install matplotlib (or 'icbpl[bench]')"
+            "bench plots need matplotlib: pip install matplotlib (or 'icbpl[bench]')"
         ) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
