@@ -232,9 +232,13 @@ def test_bench_main_rejects_unknown_experiments(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """`benchmarks/bench.py` rejects an unknown experiment clearly and writes nothing."""
-    from icbpl_bench import main as bench_main
+    import argparse
 
-    code = bench_main(["no-such-table", "--no-docs", "--out", str(tmp_path)])
+    from icbpl_bench import run_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)  # main() would also quieten icbpl's loggers for the later tests
+    code = run_args(parser.parse_args(["no-such-table", "--no-docs", "--out", str(tmp_path)]))
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown experiment 'no-such-table'" in err and "table11" in err

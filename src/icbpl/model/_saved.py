@@ -1,4 +1,5 @@
-"""Checks of a model saved by `icbpl.model.estimator.ICBPL.save`, before `ICBPL.load` trusts it."""
+"""The files of a saved `icbpl.model.estimator.ICBPL` (``model.safetensors`` + ``config.json``):
+writing them, and checking every field and tensor before `ICBPL.load` trusts them."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save
 
+from icbpl.core.head import ProjectionHead
 from icbpl.model.params import drop_retired, validate_params
+from icbpl.util.atomic import atomic_write_bytes, atomic_write_text, jsonable
 
-__all__ = ["check_tensors", "read_meta"]
+__all__ = ["check_tensors", "load_model", "read_meta", "save_model"]
+
+FORMAT_VERSION = 1
 
 _META_FIELDS = ("format_version", "params", "n_features_in", "best_epoch")
 
@@ -73,3 +80,65 @@ def check_tensors(
             raise ValueError(
                 f"{weights_file}: tensor {name!r} holds NaN or inf; re-train the model"
             )
+
+
+def save_model(model: Any, folder: Path) -> Path:
+    """Write the fitted ``model``'s head, PEDCC points (and classifier) and ``config.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"head.{k}": v.contiguous() for k, v in model.head_.state_dict().items()}
+    tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(model.centroids_))
+    if model.classifier_ is not None:
+        weight, bias = model.classifier_
+        tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
+        tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
+    atomic_write_bytes(folder / "model.safetensors", save(tensors))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "params": jsonable(model.get_params()),
+        "n_features_in": int(model.n_features_in_),
+        "best_epoch": int(model.best_epoch_),
+    }
+    atomic_write_text(folder / "config.json", json.dumps(meta, indent=2))
+    return folder
+
+
+def load_model(cls: Any, folder: Path) -> Any:
+    """``cls(**params)`` with the head, PEDCC points and classifier saved in ``folder``."""
+    cfg_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    if not cfg_file.is_file() or not weights_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a saved ICBPL model: expected config.json and "
+            "model.safetensors written by ICBPL.save()"
+        )
+    meta = read_meta(cfg_file, cls().get_params(), FORMAT_VERSION)
+    params = dict(meta["params"])
+    params["hidden"] = tuple(params["hidden"])
+    params["loss_weights"] = tuple(params["loss_weights"])
+    model = cls(**params)
+    try:
+        tensors = load_file(str(weights_file))
+    except Exception as err:
+        raise ValueError(f"{weights_file} cannot be read as safetensors: {err}") from None
+    check_tensors(weights_file, tensors, meta)
+    head = ProjectionHead(meta["n_features_in"], params["hidden"], params["latent_dim"])
+    state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{weights_file}: the head's tensors do not match config.json "
+            f"({' '.join(str(err).split())[:300]})"
+        ) from None
+    model.head_ = head.eval()
+    model.centroids_ = tensors["centroids"].numpy()
+    model.classifier_ = (
+        (tensors["classifier.weight"].numpy(), tensors["classifier.bias"].numpy())
+        if "classifier.weight" in tensors
+        else None
+    )
+    model.self_label_ = None
+    model.n_features_in_ = int(meta["n_features_in"])
+    model.best_epoch_ = int(meta["best_epoch"])
+    model.history_ = []
+    model.heads_ = []
+    return model

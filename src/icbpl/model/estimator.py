@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -12,27 +11,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from icbpl.core.head import ProjectionHead
 from icbpl.core.metrics import evaluate
 from icbpl.core.neighbours import mine_neighbours
 from icbpl.core.objective import LossWeights
 from icbpl.core.pedcc import make_pedcc
-from icbpl.model._saved import check_tensors, read_meta
+from icbpl.model._saved import load_model, save_model
 from icbpl.model.params import INITS, validate_params
 from icbpl.model.selflabel import self_label
-from icbpl.model.training import EpochRecord, TrainConfig, train_head
+from icbpl.model.training import EpochRecord, TrainConfig, TrainResult, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
-from icbpl.util.atomic import atomic_write_bytes, atomic_write_text, jsonable
+from icbpl.model.warmstart import init_targets
 
 __all__ = ["ICBPL", "INITS"]
 
 logger = logging.getLogger(__name__)
-
-_FORMAT_VERSION = 1
 
 
 class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -183,18 +178,52 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         centroids = torch.from_numpy(
             make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
         ).float()
-        xt = _tensor(x, device)
-        vt = _tensor(v, device) if v is not None else None
         k_nb = int(self.n_neighbours)
         if nb_all is None and self.init == "scan":
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
             nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1), seed=config.seed)
+        result = self._fit_heads(config, device, centroids, x, v, nb_all, labels)
+        self.head_ = result.head.cpu()
+        self.centroids_ = centroids.numpy()
+        self.history_: list[EpochRecord] = result.history
+        self.best_epoch_ = result.best_epoch
+        self.neighbours_ = result.neighbours
+        self.n_features_in_ = x.shape[1]
+        self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
+        self.self_label_: dict[str, Any] | None = None
+        self.labels_ = self.predict(x)
+        if self.self_label_epochs:
+            self._self_label(x, v, labels, config.seed, device)
+        sizes = np.bincount(self.labels_, minlength=config.n_clusters)
+        if (sizes == 0).any():
+            logger.warning(
+                "%d of %d clusters are empty; consider a smaller n_clusters",
+                int((sizes == 0).sum()),
+                config.n_clusters,
+            )
+        return self
+
+    def _fit_heads(
+        self,
+        config: TrainConfig,
+        device: torch.device,
+        centroids: torch.Tensor,
+        x: np.ndarray,
+        v: np.ndarray | None,
+        nb_all: np.ndarray | None,
+        labels: np.ndarray | None,
+    ) -> TrainResult:
+        """Train ``n_heads`` heads (each from its warm start) and return the best-scoring one;
+        sets ``heads_`` and ``init_metrics_``."""
+        xt = _tensor(x, device)
+        vt = _tensor(v, device) if v is not None else None
+        k_nb = int(self.n_neighbours)
         nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         results = []
         self.init_metrics_: list[dict[str, float]] = []
         for h in range(int(self.n_heads)):
             cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
-            targets = _init_targets(self.init, x, v, nb_all, config.n_clusters, cfg_h.seed)
+            targets = init_targets(self.init, x, v, nb_all, config.n_clusters, cfg_h.seed)
             if targets is not None and labels is not None:
                 self.init_metrics_.append(evaluate(labels, targets))
             res = train_head(
@@ -209,7 +238,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             results.append(res)
             logger.info("head %d: label-free score %.4f", h, res.history[res.best_epoch - 1].score)
         scores = [r.history[r.best_epoch - 1].score for r in results]
-        result = results[int(np.argmax(scores))]
         self.heads_ = [
             {
                 "seed": config.seed + 7919 * h,
@@ -219,47 +247,41 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             }
             for h, r in enumerate(results)
         ]
-        self.head_ = result.head.cpu()
-        self.centroids_ = centroids.numpy()
-        self.history_: list[EpochRecord] = result.history
-        self.best_epoch_ = result.best_epoch
-        self.neighbours_ = result.neighbours
-        self.n_features_in_ = x.shape[1]
-        self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
-        self.self_label_: dict[str, Any] | None = None
-        self.labels_ = self.predict(x)
-        if self.self_label_epochs:
-            epochs = int(self.self_label_epochs)
-            train_log = logging.getLogger("icbpl.model.training")
-            train_log.info("self-labelling %d epochs on %d samples", epochs, len(x))
+        return results[int(np.argmax(scores))]
 
-            def on_epoch(epoch: int, loss: float) -> None:
-                train_log.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+    def _self_label(
+        self,
+        x: np.ndarray,
+        v: np.ndarray | None,
+        labels: np.ndarray | None,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        """SCAN's self-labelling from ``labels_``: sets ``classifier_``, ``self_label_`` and the
+        new ``labels_`` (progress logged as ``icbpl.model.training`` records)."""
+        epochs = int(self.self_label_epochs)
+        train_log = logging.getLogger("icbpl.model.training")
+        train_log.info("self-labelling %d epochs on %d samples", epochs, len(x))
 
-            sl = self_label(
-                x,
-                self.labels_,
-                config.n_clusters,
-                views=v,
-                epochs=epochs,
-                seed=config.seed,
-                device=device,
-                on_epoch=on_epoch,
-            )
-            self.self_label_ = dict(sl.info)
-            if labels is not None:
-                self.self_label_["metrics_before"] = evaluate(labels, self.labels_)
-                self.self_label_["metrics"] = evaluate(labels, sl.labels)
-            self.classifier_ = (sl.weight, sl.bias)
-            self.labels_ = sl.labels
-        sizes = np.bincount(self.labels_, minlength=config.n_clusters)
-        if (sizes == 0).any():
-            logger.warning(
-                "%d of %d clusters are empty; consider a smaller n_clusters",
-                int((sizes == 0).sum()),
-                config.n_clusters,
-            )
-        return self
+        def on_epoch(epoch: int, loss: float) -> None:
+            train_log.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+
+        sl = self_label(
+            x,
+            self.labels_,
+            int(self.n_clusters),
+            views=v,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            on_epoch=on_epoch,
+        )
+        self.self_label_ = dict(sl.info)
+        if labels is not None:
+            self.self_label_["metrics_before"] = evaluate(labels, self.labels_)
+            self.self_label_["metrics"] = evaluate(labels, sl.labels)
+        self.classifier_ = (sl.weight, sl.bias)
+        self.labels_ = sl.labels
 
     # --------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:
@@ -314,105 +336,21 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         """Write ``model.safetensors`` (head + PEDCC) and ``config.json`` into folder ``path``
         (each file atomically)."""
         check_is_fitted(self, "head_")
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"head.{k}": v.contiguous() for k, v in self.head_.state_dict().items()}
-        tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(self.centroids_))
-        if self.classifier_ is not None:
-            weight, bias = self.classifier_
-            tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
-            tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
-        atomic_write_bytes(folder / "model.safetensors", save(tensors))
-        meta = {
-            "format_version": _FORMAT_VERSION,
-            "params": jsonable(self.get_params()),
-            "n_features_in": int(self.n_features_in_),
-            "best_epoch": int(self.best_epoch_),
-        }
-        atomic_write_text(folder / "config.json", json.dumps(meta, indent=2))
-        return folder
+        return save_model(self, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> ICBPL:
         """Load a model written by :meth:`save` (no pickle is involved).
 
         Every field of ``config.json`` is checked with the constraints of ``__init__``
-        (`icbpl.model.params.PARAMETER_CONSTRAINTS`), and every tensor for its shape and for NaN or
-        inf; the error names the offending field or tensor.
+        (`icbpl.model.params.PARAMETER_CONSTRAINTS`), and every tensor for its shape and for NaN
+        or inf; the error names the offending field or tensor.
 
         Raises:
             FileNotFoundError: ``path`` holds no saved model.
             ValueError: a field or tensor that is missing, unknown, out of range or not finite.
         """
-        folder = Path(path)
-        cfg_file, weights_file = folder / "config.json", folder / "model.safetensors"
-        if not cfg_file.is_file() or not weights_file.is_file():
-            raise FileNotFoundError(
-                f"{folder} is not a saved ICBPL model: expected config.json and "
-                "model.safetensors written by ICBPL.save()"
-            )
-        meta = read_meta(cfg_file, cls().get_params(), _FORMAT_VERSION)
-        params = dict(meta["params"])
-        params["hidden"] = tuple(params["hidden"])
-        params["loss_weights"] = tuple(params["loss_weights"])
-        model = cls(**params)
-        try:
-            tensors = load_file(str(weights_file))
-        except Exception as err:
-            raise ValueError(f"{weights_file} cannot be read as safetensors: {err}") from None
-        check_tensors(weights_file, tensors, meta)
-        head = ProjectionHead(meta["n_features_in"], params["hidden"], params["latent_dim"])
-        state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{weights_file}: the head's tensors do not match config.json "
-                f"({' '.join(str(err).split())[:300]})"
-            ) from None
-        head.eval()
-        model.head_ = head
-        model.centroids_ = tensors["centroids"].numpy()
-        model.classifier_ = (
-            (tensors["classifier.weight"].numpy(), tensors["classifier.bias"].numpy())
-            if "classifier.weight" in tensors
-            else None
-        )
-        model.self_label_ = None
-        model.n_features_in_ = int(meta["n_features_in"])
-        model.best_epoch_ = int(meta["best_epoch"])
-        model.history_ = []
-        model.heads_ = []
-        return model
-
-
-def _init_targets(
-    init: str,
-    x: np.ndarray,
-    views: np.ndarray | None,
-    neighbours: np.ndarray | None,
-    k: int,
-    seed: int,
-) -> np.ndarray | None:
-    """The warm start's target cluster of every sample (``None`` for ``init="random"``).
-
-    ``"kmeans"``: :func:`icbpl.core.smoothing.smoothed_kmeans` of the features.
-    ``"scan"``: SCAN's clustering step without its self-labelling (the SCAN peer's defaults:
-    10 linear heads, the one with the lowest SCAN loss kept) on the same features, views and
-    neighbours (all columns given; 20 mined by cosine if none).
-    """
-    from icbpl.core.smoothing import smoothed_kmeans
-    from icbpl.peers import fit_peer
-
-    if init == "kmeans":
-        logger.info("warm start: k-means on neighbour-smoothed features")
-        return smoothed_kmeans(x, k, seed=seed)
-    if init == "scan":
-        logger.info("warm start: SCAN's clustering step (10 linear heads)")
-        return fit_peer(
-            "scan", x, k, neighbours=neighbours, views=views, seed=seed % (2**32), self_label=False
-        ).labels
-    return None
+        return load_model(cls, Path(path))
 
 
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -331,11 +331,8 @@ def _train(
         if callback is not None:
             callback(record)
         if record.score > best_score:
-            best_score, best_state, best_epoch = (
-                record.score,
-                copy.deepcopy(head.state_dict()),
-                epoch,
-            )
+            best_score, best_epoch = record.score, epoch
+            best_state = copy.deepcopy(head.state_dict())
         elif config.patience and epoch - best_epoch >= config.patience:
             logger.info("no better label-free score for %d epochs: stopping", config.patience)
             break

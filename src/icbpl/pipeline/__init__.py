@@ -39,12 +39,12 @@ from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import (
     Prediction,
     cluster_into,
-    image_loader_for,
     predict_run,
 )
 from icbpl.pipeline._stages import (
     build_encoder,
     cache_dir_path,
+    image_loader_for,
     open_source,
     source_loader,
     write_assignments,

@@ -128,6 +128,29 @@ def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
     return save_weights(out / FINETUNED_ENCODER, result.encoder.state_dict(), meta)
 
 
+def _parts(
+    config: ClusterConfig, result: Any, model: Any, start_digest: str, processes: int
+) -> dict[str, Any]:
+    """What a fine-tuning run adds to ``summary.json``."""
+    return {
+        "k_choice": None,
+        "finetune": {
+            "strategy": config.finetune,
+            "encoder_file": str(FINETUNED_ENCODER),
+            "start_weights_digest": start_digest,
+            "processes": processes,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "config": result.config.to_dict(),
+        },
+        "features": {},
+        "icbpl": model.get_params(),
+        "best_epoch": model.epochs - 1,
+        "heads": [],
+        "self_label": None,
+        "history": result.history,
+    }
+
+
 def run_finetune(
     config: ClusterConfig,
     out_dir: str | os.PathLike[str],
@@ -178,27 +201,11 @@ def run_finetune(
         write_outputs(out, config, source, model, (clusters, scores, latent), result.neighbours)
         _save_encoder(result, out, config)
     total = timed.finish()
-    parts = {
-        "k_choice": None,
-        "finetune": {
-            "strategy": config.finetune,
-            "encoder_file": str(FINETUNED_ENCODER),
-            "start_weights_digest": start_digest,
-            "processes": ctx.world_size,
-            "seconds_per_epoch": result.seconds_per_epoch,
-            "config": result.config.to_dict(),
-        },
-        "features": {},
-        "icbpl": model.get_params(),
-        "best_epoch": epochs - 1,
-        "heads": [],
-        "self_label": None,
-        "history": result.history,
-    }
     encoder_info = {
         **result.encoder.config.to_dict(),
         "weights_digest": weights_digest(result.encoder),
     }
+    parts = _parts(config, result, model, start_digest, ctx.world_size)
     summary = summary_of(
         config,
         source,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +22,6 @@ from icbpl.pipeline._stages import (
     neutralised_rows,
     open_source,
     resolve_k,
-    source_loader,
     write_assignments,
 )
 from icbpl.pipeline._summary import (
@@ -38,12 +35,11 @@ from icbpl.pipeline._summary import (
     write_outputs,
 )
 from icbpl.util.atomic import jsonable, write_json
-from icbpl.util.csvcell import restore_cell
 
 if TYPE_CHECKING:
     from icbpl.model.estimator import ICBPL
 
-__all__ = ["ClusterRun", "Prediction", "cluster_into", "image_loader_for", "predict_run"]
+__all__ = ["ClusterRun", "Prediction", "cluster_into", "predict_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +103,7 @@ def cluster_into(
     timed = StageTimer(on_stage)
     encoder, encoder_info = _encoder_stage(config, timed)
     source, fs = _data_stages(config, encoder, timed, progress)
-    # the cache's read-only memory maps, never copied whole: neighbours, training and
-    # writing read them block by block
+    # the cache's read-only memory maps, never copied whole (read block by block)
     features = np.asarray(fs.features, dtype=np.float32)
     views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
@@ -130,14 +125,10 @@ def cluster_into(
     parts = {
         "k_choice": k_choice,
         "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
-        "icbpl": model.get_params(),
+        **_model_parts(model),
         "csv_neutralised": neutralised_rows(list(source.ids), image_paths(source)),
         "novelty": novelty,
-        "best_epoch": int(model.best_epoch_),
-        "heads": model.heads_,
-        "self_label": model.self_label_,
         "peak_rss_mb": peak_rss_mb(),
-        "history": [dataclasses.asdict(r) for r in model.history_],
     }
     summary = summary_of(
         config,
@@ -152,6 +143,17 @@ def cluster_into(
     write_json(out / "summary.json", summary)
     logger.info("wrote the outputs into %s (%.1f s)", out, total)
     return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+
+
+def _model_parts(model: ICBPL) -> dict[str, Any]:
+    """The fitted model's entries of ``summary.json``."""
+    return {
+        "icbpl": model.get_params(),
+        "best_epoch": int(model.best_epoch_),
+        "heads": model.heads_,
+        "self_label": model.self_label_,
+        "history": [dataclasses.asdict(r) for r in model.history_],
+    }
 
 
 def _encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[str, Any]]:
@@ -370,31 +372,3 @@ def _run_encoder(run: Path, config: ClusterConfig) -> Any:
                 f"the run in {run} was trained with; restore the original weight file"
             )
     return encoder
-
-
-def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
-    """Thumbnail loader for a run on a dataset without image files (for `write_report`).
-
-    Rebuilds the run's source from ``config.json`` when ``assignments.csv`` has no paths; returns
-    ``None`` when the rows have paths, or when the source cannot be opened or no longer matches.
-    """
-    run = Path(run_dir)
-    try:
-        config = ClusterConfig.from_file(run)
-        with (run / "assignments.csv").open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (PipelineError, OSError):
-        return None
-    if not rows or any(r.get("path") for r in rows):
-        return None
-    try:
-        source = open_source(
-            config.path, config.dataset, config.split, include_hidden=config.include_hidden
-        )
-    except (ValueError, OSError) as err:
-        logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
-        return None
-    if list(source.ids) != [restore_cell(r["id"]) for r in rows]:
-        logger.warning("no thumbnails: the run's images changed since it ran")
-        return None
-    return source_loader(source)

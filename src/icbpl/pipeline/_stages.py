@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from icbpl.pipeline._config import PipelineError
+from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.util.atomic import atomic_open
-from icbpl.util.csvcell import neutralise_cell
+from icbpl.util.csvcell import neutralise_cell, restore_cell
 
 logger = logging.getLogger(__name__)
 
@@ -240,3 +240,31 @@ def source_loader(source: Any) -> Callable[[int], np.ndarray]:
         return np.ascontiguousarray(source.load(i).permute(1, 2, 0).numpy())
 
     return load
+
+
+def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
+    """Thumbnail loader for a run on a dataset without image files (for `write_report`).
+
+    Rebuilds the run's source from ``config.json`` when ``assignments.csv`` has no paths; returns
+    ``None`` when the rows have paths, or when the source cannot be opened or no longer matches.
+    """
+    run = Path(run_dir)
+    try:
+        config = ClusterConfig.from_file(run)
+        with (run / "assignments.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (PipelineError, OSError):
+        return None
+    if not rows or any(r.get("path") for r in rows):
+        return None
+    try:
+        source = open_source(
+            config.path, config.dataset, config.split, include_hidden=config.include_hidden
+        )
+    except (ValueError, OSError) as err:
+        logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
+        return None
+    if list(source.ids) != [restore_cell(r["id"]) for r in rows]:
+        logger.warning("no thumbnails: the run's images changed since it ran")
+        return None
+    return source_loader(source)

@@ -22,7 +22,7 @@ from icbpl.deep.pretrain._loop import (
 )
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
 from icbpl.deep.pretrain._optim import LARS, WarmupCosine, build_optimizer
-from icbpl.deep.pretrain._runtime import images_as_tensor
+from icbpl.deep.runtime import images_as_tensor
 
 __all__ = [
     "ENCODER_FILE",

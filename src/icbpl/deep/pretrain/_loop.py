@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +23,10 @@ from icbpl.deep.distributed import (
     context,
     wrap_ddp,
 )
+from icbpl.deep.loop import EpochLoop, StepHook
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.pretrain._runtime import (
+from icbpl.deep.runtime import (
     AugmentFn,
     autocast,
     batches,
@@ -34,10 +35,9 @@ from icbpl.deep.pretrain._runtime import (
     new_generator,
     peak_memory,
     resolve_device,
-    synchronize,
     to_float,
 )
-from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from icbpl.util.checkpoint import save_weights
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -46,8 +46,6 @@ __all__ = ["PretrainConfig", "PretrainResult", "encoder_metadata", "pretrain_bar
 
 logger = logging.getLogger(__name__)
 
-#: Called after every optimiser step with (epoch, step in epoch, {"loss": ...}).
-StepHook = Callable[[int, int, dict[str, float]], None]
 
 #: Default learning rate per 256 samples of each optimiser (scaled linearly with the batch).
 _BASE_LR = {"lars": 0.3, "sgd": 0.05, "adamw": 1e-3}
@@ -187,21 +185,12 @@ def pretrain_barlow_twins(
         channels_last=channels_last,
         seed=int(seed),
     )
-    ctx = context()
-    if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"epochs={cfg.epochs} should be >= 1 and batch_size={cfg.batch_size} >= 2")
-    if cfg.batch_size % ctx.world_size:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} should be divisible by the {ctx.world_size} processes"
-        )
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
+    _check(cfg, resume, out_dir)
     dev = resolve_device(device)
     size = int(encoder.config.input_size)
     images = images_as_tensor(source, size).to(dev)
-    n = images.shape[0]
-    if n < cfg.batch_size:
-        raise ValueError(f"n_samples={n} should be >= batch_size={cfg.batch_size}")
+    if images.shape[0] < cfg.batch_size:
+        raise ValueError(f"n_samples={images.shape[0]} should be >= batch_size={cfg.batch_size}")
     return _train(
         encoder,
         images,
@@ -214,6 +203,18 @@ def pretrain_barlow_twins(
         max_seconds,
         dict(metadata or {}),
     )
+
+
+def _check(cfg: PretrainConfig, resume: bool, out_dir: str | Path | None) -> None:
+    world = context().world_size
+    if cfg.epochs < 1 or cfg.batch_size < 2:
+        raise ValueError(f"epochs={cfg.epochs} should be >= 1 and batch_size={cfg.batch_size} >= 2")
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} should be divisible by the {world} processes"
+        )
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
 
 
 def _train(
@@ -248,83 +249,54 @@ def _train(
     sched = WarmupCosine(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio)
     shuffle = new_generator(torch.device("cpu"), cfg.seed)
     aug_gen = new_generator(dev, cfg.seed + 1)
-    ckpt_dir = Path(out_dir) / "checkpoint" if out_dir is not None else None
-    state = {
-        "modules": {"model": model},
-        "optimizers": {"opt": opt},
-        "schedulers": {"sched": sched},
-        "generators": {"shuffle": shuffle, "augment": aug_gen},
-    }
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume and ckpt_dir is not None and has_checkpoint(ckpt_dir):
-        ck = load_checkpoint(ckpt_dir, **state)  # type: ignore[arg-type]
-        assert ck is not None
-        if ck.meta.get("config") != cfg.to_dict():
-            raise ValueError(
-                f"checkpoint in {ckpt_dir} was written with {ck.meta.get('config')}, not "
-                f"{cfg.to_dict()}; resume with the same settings or use another out_dir"
-            )
-        start, history = ck.epoch, list(ck.meta["history"])
+    loop = EpochLoop(
+        state={
+            "modules": {"model": model},
+            "optimizers": {"opt": opt},
+            "schedulers": {"sched": sched},
+            "generators": {"shuffle": shuffle, "augment": aug_gen},
+        },
+        config=cfg.to_dict(),
+        checkpoint_dir=Path(out_dir) / "checkpoint" if out_dir is not None else None,
+        device=dev,
+        on_step=on_step,
+    )
+    start, history, _ = loop.resume(resume, "use another out_dir")
     local = cfg.batch_size // ctx.world_size
     lo, hi = ctx.rank * local, (ctx.rank + 1) * local
+
+    def step(idx: Tensor) -> dict[str, Tensor]:
+        x = to_float(images[idx.to(dev)], channels_last=False)
+        views = torch.cat([augment(x, aug_gen)[lo:hi], augment(x, aug_gen)[lo:hi]])
+        if cl:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with autocast(dev, cfg.precision):
+            z = net(views)
+        z1, z2 = z.float().chunk(2)
+        loss = barlow_twins_loss(all_gather_with_grad(z1), all_gather_with_grad(z2), cfg.lambd)
+        return {"loss": cfg.loss_scale * loss}
+
     t_run = time.perf_counter()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    loop.start()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=shuffle)
-        total = torch.zeros((), device=dev)
-        for step, idx in enumerate(batches(order, cfg.batch_size, drop_last=True)):
-            x = to_float(images[idx.to(dev)], channels_last=False)
-            v1 = augment(x, aug_gen)[lo:hi]
-            v2 = augment(x, aug_gen)[lo:hi]
-            views = torch.cat([v1, v2])
-            if cl:
-                views = views.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, cfg.precision):
-                z = net(views)
-            z1, z2 = z.float().chunk(2)
-            loss = cfg.loss_scale * barlow_twins_loss(
-                all_gather_with_grad(z1), all_gather_with_grad(z2), cfg.lambd
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach()
-            if on_step is not None:
-                on_step(epoch, step, {"loss": float(loss.detach())})
-        synchronize(dev)
+        means = loop.steps(
+            epoch, batches(order, cfg.batch_size, drop_last=True), step, "loss", opt, sched
+        )
         record = {
             "epoch": epoch,
-            "loss": float(total) / steps,
+            "loss": means["loss"],
             "lr": sched.get_last_lr()[0],
             "seconds": time.perf_counter() - t0,
         }
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(
-                f"Barlow Twins loss became {record['loss']} in epoch {epoch}; lower lr "
-                f"(now {cfg.resolved_lr()}) or use precision='fp32'"
-            )
+        loop.check_finite(
+            record["loss"],
+            f"Barlow Twins loss became {{}} in epoch {epoch}; lower lr (now {cfg.resolved_lr()}) "
+            "or use precision='fp32'",
+        )
         history.append(record)
-        if ctx.is_main:
-            logger.info(
-                "barlow twins epoch %d/%d loss %.4f lr %.3g (%.1fs)",
-                epoch + 1,
-                cfg.epochs,
-                record["loss"],
-                record["lr"],
-                record["seconds"],
-            )
-            if ckpt_dir is not None:
-                save_checkpoint(
-                    ckpt_dir,
-                    epoch=epoch + 1,
-                    meta={"config": cfg.to_dict(), "history": history},
-                    **state,  # type: ignore[arg-type]
-                )
-        barrier()
+        loop.end_epoch(epoch, history, functools.partial(_log_epoch, record, cfg.epochs))
         if _out_of_time(max_seconds, t_run, dev):
             logger.warning(
                 "stopping after epoch %d of %d: max_seconds=%s reached",
@@ -333,9 +305,31 @@ def _train(
                 max_seconds,
             )
             break
-    trained = model.encoder.eval()
+    return _finish(model.encoder.eval(), cfg, history, out_dir, metadata, dev)
+
+
+def _log_epoch(record: dict[str, float], epochs: int) -> None:
+    logger.info(
+        "barlow twins epoch %d/%d loss %.4f lr %.3g (%.1fs)",
+        record["epoch"] + 1,
+        epochs,
+        record["loss"],
+        record["lr"],
+        record["seconds"],
+    )
+
+
+def _finish(
+    trained: Encoder,
+    cfg: PretrainConfig,
+    history: list[dict[str, Any]],
+    out_dir: str | Path | None,
+    metadata: dict[str, Any],
+    dev: torch.device,
+) -> PretrainResult:
+    """Save the trained encoder (rank 0, with ``out_dir``), mark its weights, time the epochs."""
     weights_path = None
-    if out_dir is not None and ctx.is_main:
+    if out_dir is not None and context().is_main:
         weights_path = save_weights(
             Path(out_dir) / "encoder.safetensors",
             trained.state_dict(),
