@@ -96,7 +96,7 @@ KNOWN_LONG: dict[str, set[str]] = {
     "icbpl.cli._parser": {"_add_cluster", "build_parser"},
     "icbpl.cli._pretrain": {"add_pretrain_parser"},
     "icbpl.deep.finetune": {"finetune"},
-    "icbpl.deep.pretrain._loop": {"pretrain_barlow_twins", "_train"},
+    "icbpl.deep.pretrain._loop": {"pretrain_barlow_twins"},
     "icbpl.features._extract": {"extract_features"},
     "icbpl.model.choose_k": {"choose_k"},
     "icbpl.model.selflabel": {"self_label"},

@@ -33,15 +33,9 @@ from icbpl.deep.distributed import (
 from icbpl.deep.loop import EpochLoop, StepHook
 from icbpl.deep.pretrain._loop import encoder_metadata
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import (
-    AugmentFn,
-    autocast,
-    batches,
-    new_generator,
-    peak_memory,
-    to_float,
-)
+from icbpl.deep.runtime import AugmentFn, batches, new_generator, to_float
 from icbpl.util.checkpoint import save_weights
+from icbpl.util.device import autocast_context, peak_memory
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -236,7 +230,7 @@ class Trainer:
         outs = []
         for s in range(start, stop, self.extract_bs):
             x = to_float(self.images[s : min(stop, s + self.extract_bs)], self.cl)
-            with autocast(self.dev, self.cfg.precision):
+            with autocast_context(self.dev, self.cfg.precision):
                 outs.append(fn(x).float())
         return gather_rows(torch.cat(outs), self.ctx)
 
@@ -281,15 +275,15 @@ class Trainer:
         idx_l, nbr_l = idx_dev[lo:hi], nbr[lo:hi].reshape(-1)
         m = cfg.neighbours_per_step
         if self.cache is not None:
-            with torch.no_grad(), autocast(self.dev, cfg.precision):
+            with torch.no_grad(), autocast_context(self.dev, cfg.precision):
                 f_views = self.encoder.encode(self._layout(torch.cat(views)))
             feats = torch.cat([self.cache[idx_l], f_views.float(), self.cache[nbr_l]])
-            with autocast(self.dev, cfg.precision):
+            with autocast_context(self.dev, cfg.precision):
                 z = self.net(feats)
         else:
             nbr_images = to_float(self.images[nbr_l], channels_last=False)
             batch = self._layout(torch.cat([x[lo:hi], *views, nbr_images]))
-            with autocast(self.dev, cfg.precision):
+            with autocast_context(self.dev, cfg.precision):
                 z = self.net(batch)
         z = z.float()
         z_o, z_v, z_n = z.split([local, local * cfg.n_views, local * m])

@@ -37,7 +37,8 @@ from icbpl.deep._trainer import (
 )
 from icbpl.deep.distributed import context
 from icbpl.deep.loop import StepHook
-from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor, resolve_device
+from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
+from icbpl.util.device import resolve_device
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder

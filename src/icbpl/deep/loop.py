@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from icbpl.deep.distributed import barrier, context
-from icbpl.deep.runtime import synchronize
 from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from icbpl.util.device import synchronize
 
 __all__ = ["EpochLoop", "StepHook"]
 

@@ -1,11 +1,9 @@
-"""Helpers shared by pre-training and fine-tuning: devices, precision, images held as one tensor,
-batched augmentation, timers. Private: the public names live in :mod:`icbpl.deep.pretrain` and
-:mod:`icbpl.deep.finetune`.
+"""Helpers shared by pre-training and fine-tuning: images held as one tensor, batches, seeded
+generators and the default batched augmentation (devices and precision: `icbpl.util.device`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -16,8 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from icbpl.features.augment import BatchAugment
-from icbpl.util.device import autocast_context
-from icbpl.util.device import resolve_device as _resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +25,6 @@ class _Sized(Protocol):
     def __len__(self) -> int: ...
 
     def load(self, i: int) -> Tensor: ...
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA, else MPS, else CPU (:func:`icbpl.util.device.resolve_device`)."""
-    return _resolve_device(device)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast context for ``precision`` (:func:`icbpl.util.device.autocast_context`).
-
-    ``auto``: bf16 on CUDA devices that support it, float32 elsewhere (CPU bf16 autocast only
-    pays off on CPUs with AMX/AVX512-BF16; ask for it with ``precision="bf16"``).
-    """
-    return autocast_context(device, precision)
 
 
 def new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -125,18 +107,3 @@ def batches(order: Tensor, batch_size: int, drop_last: bool) -> Iterator[Tensor]
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for s in range(0, stop, batch_size):
         yield order[s : s + batch_size]
-
-
-def peak_memory(device: torch.device) -> int:
-    """Peak allocated bytes on a CUDA device since the last reset (0 elsewhere)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return 0
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued work on ``device`` (for honest timings)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()

@@ -20,8 +20,7 @@ import numpy as np
 
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._stages import build_encoder, open_source
-from icbpl.pipeline._summary import ClusterRun, StageTimer, summary_of, write_outputs
-from icbpl.util.atomic import jsonable, write_json
+from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, write_outputs
 
 __all__ = ["FINETUNED_ENCODER", "run_finetune"]
 
@@ -200,22 +199,9 @@ def run_finetune(
         scores = (latent @ model.centroids_.T)[np.arange(n), clusters]
         write_outputs(out, config, source, model, (clusters, scores, latent), result.neighbours)
         _save_encoder(result, out, config)
-    total = timed.finish()
     encoder_info = {
         **result.encoder.config.to_dict(),
         "weights_digest": weights_digest(result.encoder),
     }
     parts = _parts(config, result, model, start_digest, ctx.world_size)
-    summary = summary_of(
-        config,
-        source,
-        clusters,
-        k=k,
-        encoder=encoder_info,
-        command=command,
-        parts=parts,
-        timings=timed.timings,
-    )
-    write_json(out / "summary.json", summary)
-    logger.info("wrote results to %s (%.1f s)", out, total)
-    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)

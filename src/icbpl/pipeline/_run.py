@@ -28,13 +28,12 @@ from icbpl.pipeline._summary import (
     ClusterRun,
     StageCallback,
     StageTimer,
+    finish_run,
     peak_rss_mb,
     save_novelty,
-    summary_of,
     unassigned_by_rule,
     write_outputs,
 )
-from icbpl.util.atomic import jsonable, write_json
 
 if TYPE_CHECKING:
     from icbpl.model.estimator import ICBPL
@@ -121,7 +120,6 @@ def cluster_into(
         kept = neighbours[:, :n_neighbours] if neighbours is not None and n_neighbours else None
         write_outputs(out, config, source, model, (clusters, scores, latent), kept)
         novelty = save_novelty(out, features, clusters, k)
-    total = timed.finish()
     parts = {
         "k_choice": k_choice,
         "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
@@ -130,19 +128,7 @@ def cluster_into(
         "novelty": novelty,
         "peak_rss_mb": peak_rss_mb(),
     }
-    summary = summary_of(
-        config,
-        source,
-        clusters,
-        k=k,
-        encoder=encoder_info,
-        command=command,
-        parts=parts,
-        timings=timed.timings,
-    )
-    write_json(out / "summary.json", summary)
-    logger.info("wrote the outputs into %s (%.1f s)", out, total)
-    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
 
 
 def _model_parts(model: ICBPL) -> dict[str, Any]:

@@ -19,14 +19,14 @@ import numpy as np
 
 from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig
 from icbpl.pipeline._stages import image_paths, save_npy, write_assignments
-from icbpl.util.atomic import write_json
+from icbpl.util.atomic import jsonable, write_json
 
 __all__ = [
     "ClusterRun",
     "StageTimer",
+    "finish_run",
     "peak_rss_mb",
     "save_novelty",
-    "summary_of",
     "unassigned_by_rule",
     "write_outputs",
 ]
@@ -116,25 +116,26 @@ def write_outputs(
     )
 
 
-def summary_of(
+def finish_run(
+    out: Path,
     config: ClusterConfig,
     source: Any,
     clusters: np.ndarray,
-    *,
     k: int,
     encoder: dict[str, Any],
     command: str | None,
     parts: dict[str, Any],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """The keys of ``summary.json`` every run has, with ``parts`` (what the kind of run adds:
+    timed: StageTimer,
+) -> ClusterRun:
+    """Write ``summary.json``: the keys every run has, with ``parts`` (what the kind of run adds:
     ``k_choice``, ``features``, ``icbpl``, ``best_epoch``, ``history`` ...) after ``encoder``."""
     from icbpl import __version__
     from icbpl.core.metrics import evaluate
 
+    total = timed.finish()
     sizes = np.bincount(clusters, minlength=k)
     labels = source.labels
-    return {
+    summary = {
         "icbpl_version": __version__,
         "command": command,
         "settings": config.to_dict(),
@@ -156,8 +157,11 @@ def summary_of(
         "cluster_sizes": sizes.tolist(),
         "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
         "metrics": evaluate(labels, clusters) if labels is not None else None,
-        "timings": timings,
+        "timings": timed.timings,
     }
+    write_json(out / "summary.json", summary)
+    logger.info("wrote the outputs into %s (%.1f s)", out, total)
+    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
 
 
 def save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:

@@ -27,10 +27,12 @@ __all__ = [
     "autocast_context",
     "cpu_has_native_bf16",
     "cpu_threads",
+    "peak_memory",
     "requested_threads",
     "resolve_device",
     "resolve_precision",
     "seeded",
+    "synchronize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,3 +194,18 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak allocated bytes on a CUDA device since the last reset (0 elsewhere)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return 0
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (for honest timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

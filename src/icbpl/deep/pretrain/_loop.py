@@ -28,16 +28,14 @@ from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.deep.runtime import (
     AugmentFn,
-    autocast,
     batches,
     default_augment,
     images_as_tensor,
     new_generator,
-    peak_memory,
-    resolve_device,
     to_float,
 )
 from icbpl.util.checkpoint import save_weights
+from icbpl.util.device import autocast_context, peak_memory, resolve_device
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -230,23 +228,8 @@ def _train(
     metadata: dict[str, Any],
 ) -> PretrainResult:
     ctx = context()
-    torch.manual_seed(cfg.seed)
-    model = BarlowTwins(copy.deepcopy(encoder), cfg.projector).to(dev)
-    cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    net = wrap_ddp(model, dev)
     n = images.shape[0]
-    steps = n // cfg.batch_size
-    opt = build_optimizer(
-        [(model.named_parameters(), cfg.resolved_lr())],
-        cfg.optimizer,
-        cfg.resolved_weight_decay(),
-        momentum=cfg.momentum,
-        eta=cfg.eta,
-    )
-    sched = WarmupCosine(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio)
+    model, net, cl, opt, sched = _model_and_optimiser(encoder, cfg, dev, n // cfg.batch_size)
     shuffle = new_generator(torch.device("cpu"), cfg.seed)
     aug_gen = new_generator(dev, cfg.seed + 1)
     loop = EpochLoop(
@@ -270,7 +253,7 @@ def _train(
         views = torch.cat([augment(x, aug_gen)[lo:hi], augment(x, aug_gen)[lo:hi]])
         if cl:
             views = views.contiguous(memory_format=torch.channels_last)
-        with autocast(dev, cfg.precision):
+        with autocast_context(dev, cfg.precision):
             z = net(views)
         z1, z2 = z.float().chunk(2)
         loss = barlow_twins_loss(all_gather_with_grad(z1), all_gather_with_grad(z2), cfg.lambd)
@@ -306,6 +289,29 @@ def _train(
             )
             break
     return _finish(model.encoder.eval(), cfg, history, out_dir, metadata, dev)
+
+
+def _model_and_optimiser(
+    encoder: Encoder, cfg: PretrainConfig, dev: torch.device, steps: int
+) -> tuple[BarlowTwins, nn.Module, bool, torch.optim.Optimizer, WarmupCosine]:
+    """The encoder copy + projector (seeded), its DDP wrapper, whether it is channels-last, the
+    optimiser and the schedule over ``steps`` steps per epoch."""
+    torch.manual_seed(cfg.seed)
+    model = BarlowTwins(copy.deepcopy(encoder), cfg.projector).to(dev)
+    cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    net = wrap_ddp(model, dev)
+    opt = build_optimizer(
+        [(model.named_parameters(), cfg.resolved_lr())],
+        cfg.optimizer,
+        cfg.resolved_weight_decay(),
+        momentum=cfg.momentum,
+        eta=cfg.eta,
+    )
+    sched = WarmupCosine(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio)
+    return model, net, cl, opt, sched
 
 
 def _log_epoch(record: dict[str, float], epochs: int) -> None:
