@@ -99,7 +99,6 @@ KNOWN_LONG: dict[str, set[str]] = {
     "icbpl.deep.pretrain._loop": {"pretrain_barlow_twins"},
     "icbpl.features._extract": {"extract_features"},
     "icbpl.model.choose_k": {"choose_k"},
-    "icbpl.model.selflabel": {"self_label"},
     "icbpl.peers._scan": {"fit_scan"},
     "icbpl.peers._temi": {"fit_temi"},
     "icbpl.report._write": {"write_report"},

@@ -45,6 +45,28 @@ class SelfLabelResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _distil(
+    head: MultiLinear,
+    view: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+) -> None:
+    """``epochs`` epochs of cross-entropy of the views against the clusters ``y`` (Adam)."""
+    n = y.shape[0]
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        perm = torch.randperm(n, device=y.device)
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            loss = F.cross_entropy(head(view(idx))[0], y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
 def self_label(
     X: np.ndarray,
     labels: np.ndarray,
@@ -98,17 +120,9 @@ def self_label(
 
     with seeded(int(seed), x.device):
         head = MultiLinear(1, d, n_clusters, device=x.device)
-        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
         bs = min(distil_batch_size, n)
         n_distil = max(distil_epochs, math.ceil(distil_steps / math.ceil(n / bs)))
-        for _ in range(n_distil):
-            perm = torch.randperm(n, device=x.device)
-            for s in range(0, n, bs):
-                idx = perm[s : s + bs]
-                loss = F.cross_entropy(head(view(idx))[0], y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        _distil(head, view, y, n_distil, bs, lr, weight_decay)
         self_label_head(
             head,
             x,
@@ -123,16 +137,16 @@ def self_label(
         )
         with torch.no_grad():
             probs = torch.cat([head(x[i : i + 8192])[0] for i in range(0, n, 8192)]).softmax(-1)
+    info = {"distil_epochs": n_distil, "epochs": epochs, "threshold": threshold}
+    return _result(head, probs, info)
+
+
+def _result(head: MultiLinear, probs: torch.Tensor, info: dict[str, Any]) -> SelfLabelResult:
     assert head.bias is not None
     return SelfLabelResult(
         labels=probs.argmax(1).cpu().numpy().astype(np.int64),
         probs=probs.float().cpu().numpy(),
         weight=head.weight[0].detach().float().cpu().numpy(),
         bias=head.bias[0, 0].detach().float().cpu().numpy(),
-        info={
-            "distil_epochs": n_distil,
-            "epochs": epochs,
-            "threshold": threshold,
-            "n_confident": int((probs.max(1).values > threshold).sum()),
-        },
+        info={**info, "n_confident": int((probs.max(1).values > info["threshold"]).sum())},
     )
