@@ -49,7 +49,7 @@ from icbpl.pipeline._stages import (
     source_loader,
     write_assignments,
 )
-from icbpl.pipeline._summary import ClusterRun
+from icbpl.pipeline._summary import ClusterRun, RunSummary
 from icbpl.util.csvcell import neutralise_cell, restore_cell
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "PipelineError",
     "Prediction",
     "ResultsFolder",
+    "RunSummary",
     "build_encoder",
     "cache_dir_path",
     "cluster_into",

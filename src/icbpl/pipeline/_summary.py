@@ -7,6 +7,7 @@ Shared by the frozen run (`icbpl.pipeline.cluster_into`) and the fine-tuning run
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from icbpl.util.atomic import jsonable, write_json
 
 __all__ = [
     "ClusterRun",
+    "RunSummary",
     "StageTimer",
     "finish_run",
     "peak_rss_mb",
@@ -48,12 +50,56 @@ class ClusterRun:
         summary: the contents of ``summary.json``.
         labels: ``(N,)`` cluster of each image.
         source: the image source that was clustered (for reports of array datasets).
+        record: the summary as a :class:`RunSummary` (``None`` on ranks other than 0).
     """
 
     out_dir: Path
     summary: dict[str, Any]
     labels: np.ndarray
     source: Any = field(repr=False, default=None)
+    record: RunSummary | None = field(repr=False, default=None)
+
+
+#: Fields only one kind of run has (fine-tuning: ``finetune``; frozen: the others), left out of
+#: ``summary.json`` where they do not apply.
+_ONE_KIND = ("finetune", "csv_neutralised", "novelty", "peak_rss_mb")
+
+
+@dataclass(kw_only=True)
+class RunSummary:
+    """``summary.json`` as a type: its keys, in the file's order (:meth:`to_dict`)."""
+
+    icbpl_version: str
+    command: str | None
+    settings: dict[str, Any]
+    n_clusters: int
+    k_choice: dict[str, Any] | None
+    n_images: int
+    source: dict[str, Any]
+    encoder: dict[str, Any]
+    finetune: dict[str, Any] | None = None
+    features: dict[str, Any]
+    icbpl: dict[str, Any]
+    class_names: list[str] | None
+    skipped: list[list[str]]
+    csv_neutralised: list[Any] | None = None
+    degraded: list[list[str]]
+    duplicate_groups: list[Any]
+    cluster_sizes: list[int]
+    empty_clusters: list[int]
+    novelty: dict[str, Any] | None = None
+    metrics: dict[str, float] | None
+    best_epoch: int
+    heads: list[dict[str, Any]]
+    self_label: dict[str, Any] | None
+    timings: dict[str, float]
+    peak_rss_mb: float | None = None
+    history: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, without the other kind of run's fields."""
+        fields = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        return {name: v for name, v in fields if v is not None or name not in _ONE_KIND}
 
 
 class StageTimer:
@@ -127,41 +173,41 @@ def finish_run(
     parts: dict[str, Any],
     timed: StageTimer,
 ) -> ClusterRun:
-    """Write ``summary.json``: the keys every run has, with ``parts`` (what the kind of run adds:
-    ``k_choice``, ``features``, ``icbpl``, ``best_epoch``, ``history`` ...) after ``encoder``."""
+    """Write ``summary.json`` (a :class:`RunSummary`): what every run has, and ``parts``, the
+    fields the kind of run fills (``k_choice``, ``features``, ``icbpl``, ``history`` ...)."""
     from icbpl import __version__
     from icbpl.core.metrics import evaluate
 
     total = timed.finish()
     sizes = np.bincount(clusters, minlength=k)
     labels = source.labels
-    summary = {
-        "icbpl_version": __version__,
-        "command": command,
-        "settings": config.to_dict(),
-        "n_clusters": k,
-        "n_images": len(source),
-        "source": {
+    summary = RunSummary(
+        icbpl_version=__version__,
+        command=command,
+        settings=config.to_dict(),
+        n_clusters=k,
+        n_images=len(source),
+        source={
             "path": str(Path(config.path).expanduser().resolve()),
             "dataset": config.dataset,
             "split": config.split,
             "type": type(source).__name__,
             "fingerprint": source.fingerprint(),
         },
-        "encoder": encoder,
+        encoder=encoder,
         **parts,
-        "class_names": source.class_names,
-        "skipped": [list(item) for item in source.skipped],
-        "degraded": [list(item) for item in getattr(source, "degraded", [])],
-        "duplicate_groups": getattr(source, "duplicate_groups", []),
-        "cluster_sizes": sizes.tolist(),
-        "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
-        "metrics": evaluate(labels, clusters) if labels is not None else None,
-        "timings": timed.timings,
-    }
-    write_json(out / "summary.json", summary)
+        class_names=source.class_names,
+        skipped=[list(item) for item in source.skipped],
+        degraded=[list(item) for item in getattr(source, "degraded", [])],
+        duplicate_groups=getattr(source, "duplicate_groups", []),
+        cluster_sizes=sizes.tolist(),
+        empty_clusters=np.flatnonzero(sizes == 0).tolist(),
+        metrics=evaluate(labels, clusters) if labels is not None else None,
+        timings=timed.timings,
+    )
+    write_json(out / "summary.json", summary.to_dict())
     logger.info("wrote the outputs into %s (%.1f s)", out, total)
-    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+    return ClusterRun(out, jsonable(summary.to_dict()), clusters, source, record=summary)
 
 
 def save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:
