@@ -1,12 +1,12 @@
 """Shared helpers of the benchmark scripts: paths, plus the provenance and docs helpers of
-:mod:`icbpl.bench._docs` (one copy, shared with ``icbpl bench``)."""
+:mod:`icbpl_bench._docs` (one copy, shared with ``benchmarks/bench.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from icbpl.bench._docs import HEADER, command_line, git_rev, machine, mean_std, preamble
-from icbpl.bench._docs import write_section as _write_section
+from icbpl_bench._docs import HEADER, command_line, git_rev, machine, mean_std, preamble
+from icbpl_bench._docs import write_section as _write_section
 
 __all__ = [
     "BENCHMARKS_MD",

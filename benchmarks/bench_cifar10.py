@@ -28,10 +28,10 @@ import torch
 
 from _common import SHARED_DATA, command_line, mean_std, preamble, write_section
 from icbpl import ICBPL, evaluate
+from icbpl.core.neighbours import mine_neighbours
 from icbpl.data import load_dataset
 from icbpl.encoders import create_encoder
 from icbpl.features import extract_features
-from icbpl.neighbours import mine_neighbours
 from icbpl.peers import fit_peer
 
 ICBPL_KW: dict[str, Any] = {"epochs": 8, "batch_size": 256}

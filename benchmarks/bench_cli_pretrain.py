@@ -74,11 +74,10 @@ def _kmeans(folder: Path, enc: Path, seed: int) -> dict[str, float]:
     import torch
     from sklearn.cluster import KMeans
 
+    from icbpl.core.metrics import evaluate
     from icbpl.data import ImageFolder
+    from icbpl.deep.pretrain import images_as_tensor, read_encoder_folder
     from icbpl.encoders import create_encoder
-    from icbpl.metrics import evaluate
-    from icbpl.pretrain import read_encoder_folder
-    from icbpl.pretrain._runtime import images_as_tensor
 
     torch.set_num_threads(1)
     saved = read_encoder_folder(enc)

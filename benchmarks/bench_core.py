@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 
 from _common import SHARED_DATA, command_line, mean_std, preamble, write_section
 from icbpl import ICBPL, evaluate
-from icbpl.digits import digits_views, load_digits_data
+from icbpl.data.digits import digits_views, load_digits_data
 
 SETTINGS: dict[str, dict[str, Any]] = {
     # paper defaults (batch 100, Adam 1e-3, weights 8/2/2/1, k=4, d=100, refresh every 30)

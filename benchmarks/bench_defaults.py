@@ -1,7 +1,7 @@
 """The default pipeline against k-means and the paper's method on the same features.
 
 For each data set: k-means (the `icbpl.peers` k-means peer at its defaults), ``ICBPL()`` with its
-defaults (k-means on neighbour-smoothed features as the start, `icbpl.smoothing`), the same
+defaults (k-means on neighbour-smoothed features as the start, `icbpl.core.smoothing`), the same
 start without ICBPL's training (``smoothed k-means``), and the paper's method
 (``ICBPL(init="random", patience=0)``), all on the same encoder features (``--encoder``,
 efficientnet_lite2 by default as in the CLI: ImageNet **supervised** weights) and the same
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from icbpl import ICBPL, evaluate
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import encode, load_image_set
-from icbpl.bench._settings import QUICK
+from icbpl.core.smoothing import smoothed_kmeans
 from icbpl.peers import fit_peer
-from icbpl.smoothing import smoothed_kmeans
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import encode, load_image_set
+from icbpl_bench._settings import QUICK
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -105,7 +105,7 @@ def main() -> None:
         f"--seeds {a.seeds}"
         + (f" --only {' '.join(a.only)}" if a.only else "")
         + (
-            " --arrays DIR`: features saved from `icbpl.bench.encode` (same encoder, same cache "
+            " --arrays DIR`: features saved from `icbpl_bench.encode` (same encoder, same cache "
             "code before its format 2) as plain arrays"
             if a.arrays
             else "`"
@@ -144,7 +144,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write_docs:
-        from icbpl.bench._docs import write_section
+        from icbpl_bench._docs import write_section
 
         write_section(ROOT / "docs" / "BENCHMARKS.md", "defaults-quality", text)
 

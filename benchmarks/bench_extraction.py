@@ -41,9 +41,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from _common import SHARED_DATA, command_line, preamble, write_section
-from icbpl.augment import resize_batch
 from icbpl.features import extract_features
 from icbpl.features._backends import OnnxRunner
+from icbpl.features.augment import resize_batch
 
 DATA = SHARED_DATA / "cifar10-jpg.tar.gz"
 

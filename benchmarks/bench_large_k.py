@@ -2,7 +2,7 @@
 
 With the paper's settings ICBPL collapses onto a few dozen PEDCC points when k is large (k = 200
 on a 100-d latent sphere). This benchmark puts side by side, in one run, on the same features
-and neighbours (the `icbpl bench` dataset ``tiny-imagenet``, from its feature cache):
+and neighbours (the `benchmarks/bench.py` dataset ``tiny-imagenet``, from its feature cache):
 
 - k-means (scikit-learn, 3 inits, as in `icbpl bench table11`);
 - ICBPL with the paper's settings (one head, 15 epochs, batch 256, as in table11);
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from _common import ROOT, SHARED_DATA, command_line, mean_std, preamble, write_section
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import load_bench_data
-from icbpl.bench._settings import FULL
-from icbpl.estimator import ICBPL
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
+from icbpl.model.estimator import ICBPL
 from icbpl.peers import fit_peer
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import load_bench_data
+from icbpl_bench._settings import FULL
 
 METHODS: dict[str, dict[str, Any] | None] = {
     "k-means (n_init 3)": None,
@@ -54,10 +54,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (icbpl bench's)")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="feature cache (benchmarks/bench.py's)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from icbpl.bench._args import default_cache_dir
+    from icbpl_bench._args import default_cache_dir
 
     ctx = BenchContext(
         settings=FULL,

@@ -55,7 +55,7 @@ import torch
 from PIL import Image
 
 from _common import ROOT, SHARED_DATA, command_line, preamble, write_section
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
 
 sys.path.insert(0, str(ROOT / "tests"))  # the bad-file generators of the test fixtures
 from fixtures_data.messy import BAD, BAD_LINKS, DECODE_FAILS, bad_files, encode

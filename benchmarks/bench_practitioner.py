@@ -11,9 +11,9 @@ seed 1. Labels are used only to score.
 2. Confidence: ICBPL (k = 20) on 35 of the 50 images of each of the 20-class folder's classes;
    AUROC of each score for correct vs wrong assignments (correct: the image's class is the one
    Hungarian-matched to its cluster): the latent score of assignments.csv against
-   `icbpl.novelty.confidence`.
+   `icbpl.core.novelty.confidence`.
 3. Novelty: the held-in 15 images per class of those 20 classes against 20 classes never seen
-   (classes 50-69 of the permutation, 1,000 images): AUROC of `icbpl.novelty.similarity` and
+   (classes 50-69 of the permutation, 1,000 images): AUROC of `icbpl.core.novelty.similarity` and
    the share of each below the threshold calibrated on the training images (5% quantile).
 4. The report's per-cluster confidence and flags (`icbpl.report._quality`, 10 neighbours as in
    the report) on ICBPL runs (30 epochs, seed 0) at the true k and at too few / too many
@@ -36,7 +36,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from _common import SHARED_DATA, command_line, preamble, write_section
-from icbpl.choose_k import choose_k
+from icbpl.model.choose_k import choose_k
 
 K_MAX = 80
 #: (folder, k) of the flag runs: the true k, and too few / too many clusters.
@@ -112,8 +112,8 @@ def bench_choose_k(feats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[lis
 
 def bench_scores(feats: dict[str, tuple[np.ndarray, np.ndarray]], epochs: int) -> dict[str, float]:
     from icbpl import ICBPL
-    from icbpl.metrics import match_clusters
-    from icbpl.novelty import calibrate, confidence, feature_centroids, similarity
+    from icbpl.core.metrics import match_clusters
+    from icbpl.core.novelty import calibrate, confidence, feature_centroids, similarity
 
     tx, ty = feats["tin"]
     pos = np.zeros(len(ty), dtype=np.int64)
@@ -167,8 +167,8 @@ def bench_flags(feats: dict[str, tuple[np.ndarray, np.ndarray]], epochs: int) ->
     from scipy.stats import spearmanr
 
     from icbpl import ICBPL
-    from icbpl.metrics import match_clusters
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.metrics import match_clusters
+    from icbpl.core.neighbours import mine_neighbours
     from icbpl.report._quality import (
         CONFIDENT_MARGIN,
         MIXED_AGREEMENT,
@@ -237,7 +237,7 @@ def _flags_body(rows: list[str], p: dict[str, object], epochs: int) -> list[str]
         preamble(command_line()),
         f"ICBPL runs ({epochs} epochs, seed 0) on the folders above, at the true k and at too "
         f"few / too many clusters; 10 neighbours by the encoder features, as the report uses. "
-        f"*Confident*: margin (`icbpl.novelty.confidence`) >= {CONFIDENT_MARGIN}; the ACC "
+        f"*Confident*: margin (`icbpl.core.novelty.confidence`) >= {CONFIDENT_MARGIN}; the ACC "
         "columns give the share of correct assignments (Hungarian matching) among the images "
         f"above / below it. *Truly mixed*: majority class under {100 * PURITY_MIXED:.0f}% of "
         f"the cluster; *truly split*: two clusters whose class compositions overlap by "
@@ -301,12 +301,12 @@ def main() -> None:
             "",
             "AUROC of the score for correct vs wrong assignments: latent cosine to the assigned "
             f"PEDCC centroid (the old `score`) **{s['auroc_old']:.3f}**; feature-space margin "
-            f"(`icbpl.novelty.confidence`) **{s['auroc_new']:.3f}**.",
+            f"(`icbpl.core.novelty.confidence`) **{s['auroc_new']:.3f}**.",
             "",
             "### Novelty (held-out classes)",
             "",
             f"{s['n_held_in']} unseen images of the 20 trained classes vs {s['n_unseen']} images "
-            "of 20 classes never trained on: AUROC of `icbpl.novelty.similarity` "
+            "of 20 classes never trained on: AUROC of `icbpl.core.novelty.similarity` "
             f"**{s['novelty_auroc']:.3f}**. Threshold (5% quantile of the training images' "
             f"similarity) {s['threshold']:.3f}: it marks {100 * s['unseen_refused']:.1f}% of "
             f"the never-seen classes and {100 * s['held_in_refused']:.1f}% of the held-in "

@@ -72,7 +72,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
 
 def _exact_sample(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact cosine neighbours of the ``queries`` rows, blockwise over all of ``x``."""
-    from icbpl.neighbours import _normalised
+    from icbpl.core.neighbours import _normalised
 
     q = _normalised(x[queries], 0, len(queries))
     best_s = np.full((len(q), k + 1), -np.inf, np.float32)
@@ -95,9 +95,9 @@ def one_size(n: int, d: int, work: Path, fit: bool = True) -> dict[str, Any]:
     import torch
 
     from icbpl import ICBPL
-    from icbpl.neighbours import _resolve_method, mine_neighbours, recall
-    from icbpl.pedcc import make_pedcc
-    from icbpl.training import TrainConfig, train_head
+    from icbpl.core.neighbours import _resolve_method, mine_neighbours, recall
+    from icbpl.core.pedcc import make_pedcc
+    from icbpl.model.training import TrainConfig, train_head
 
     torch.set_num_threads(1)
     x = _clustered(work / "features.npy", n, d)
@@ -143,10 +143,10 @@ def epoch_ratio(n: int, d: int, work: Path) -> dict[str, float]:
     """CPU-seconds of one ICBPL epoch (neighbours, one view) over one plain-MLP epoch."""
     import torch
 
-    from icbpl.head import ProjectionHead
-    from icbpl.neighbours import mine_neighbours
-    from icbpl.pedcc import make_pedcc
-    from icbpl.training import TrainConfig, make_adam, train_head
+    from icbpl.core.head import ProjectionHead
+    from icbpl.core.neighbours import mine_neighbours
+    from icbpl.core.pedcc import make_pedcc
+    from icbpl.model.training import TrainConfig, make_adam, train_head
 
     torch.set_num_threads(1)
     x = _clustered(work / "ratio.npy", n, d)

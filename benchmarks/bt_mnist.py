@@ -8,9 +8,9 @@ Barlow Twins on ``--n`` training images (digits: crops of 30-100% without flips;
 flips; brightness/contrast jitter). On the same images' features it then compares
 
 - k-means (scikit-learn, 10 restarts) on the L2-normalised features,
-- the ICBPL head trained on those features (``icbpl.finetune`` with ``strategy="frozen"``:
+- the ICBPL head trained on those features (``icbpl.deep.finetune`` with ``strategy="frozen"``:
   encoder fixed, augmented views made on the fly),
-- with ``--estimator``, the ICBPL estimator on cached features (``icbpl.estimator.ICBPL``; its
+- with ``--estimator``, the ICBPL estimator on cached features (``icbpl.model.estimator.ICBPL``; its
   60 epochs of batch 100 take several CPU minutes),
 - k-means on the features of the randomly initialised encoder (what pre-training adds).
 
@@ -32,13 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from icbpl.augment import BatchAugment
+from icbpl.core.metrics import evaluate
 from icbpl.data import load_dataset
+from icbpl.deep.finetune import finetune
+from icbpl.deep.pretrain import images_as_tensor, pretrain_barlow_twins
 from icbpl.encoders import Encoder, create_encoder
-from icbpl.finetune import finetune
-from icbpl.metrics import evaluate
-from icbpl.pretrain import pretrain_barlow_twins
-from icbpl.pretrain._runtime import images_as_tensor
+from icbpl.features.augment import BatchAugment
 
 _T0 = time.perf_counter()
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,7 +68,7 @@ def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def icbpl_estimator(x: np.ndarray, k: int, seed: int) -> np.ndarray | None:
     """The package's ICBPL estimator on cached features, or ``None`` when not installed."""
     try:
-        from icbpl.estimator import ICBPL
+        from icbpl.model.estimator import ICBPL
     except ImportError:
         return None
     return np.asarray(ICBPL(n_clusters=k, random_state=seed).fit(x).labels_)
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--encoder", default="resnet_cifar_tiny")
     p.add_argument("--head-epochs", type=int, default=10)
-    p.add_argument("--estimator", action="store_true", help="also fit icbpl.estimator.ICBPL")
+    p.add_argument("--estimator", action="store_true", help="also fit icbpl.model.estimator.ICBPL")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--max-minutes", type=float, default=4.0, help="stop pre-training after this")

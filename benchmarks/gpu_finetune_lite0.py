@@ -11,11 +11,11 @@ self-supervised encoder as in the paper. In one run, on the same images:
 1. ``frozen``: the encoder's features once (bf16 autocast), their 20 cosine neighbours (on the
    centred features), then k-means, SCAN (clustering + self-labelling, :mod:`icbpl.peers`) and the
    ICBPL estimator on those features;
-2. ``last2`` / ``all``: :func:`icbpl.finetune.finetune` trains the last two stages (or every layer)
-   of the encoder together with the ICBPL head under the ICBPL objective, one augmented view and
-   one of the 4 neighbours per sample per step, neighbours re-mined from the current encoder every
-   ``--refresh-every`` epochs. The number of epochs fits ``--minutes`` per strategy (timing probe
-   on a subset) up to ``--max-epochs``; ACC/NMI/ARI are recorded after every epoch for the
+2. ``last2`` / ``all``: :func:`icbpl.deep.finetune.finetune` trains the last two stages (or every
+   layer) of the encoder together with the ICBPL head under the ICBPL objective, one augmented view
+   and one of the 4 neighbours per sample per step, neighbours re-mined from the current encoder
+   every ``--refresh-every`` epochs. The number of epochs fits ``--minutes`` per strategy (timing
+   probe on a subset) up to ``--max-epochs``; ACC/NMI/ARI are recorded after every epoch for the
    learning curve, and the reported result is the **last** epoch (no label-based selection).
 
 Labels only score. Writes ``OUT/results.json`` and ``OUT/results.md``; ``--smoke`` runs the same
@@ -52,10 +52,10 @@ from gpu_protocol import (
     reset_peak,
 )
 from icbpl import ICBPL
+from icbpl.core.metrics import evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.deep.finetune import finetune
 from icbpl.encoders import create_encoder
-from icbpl.finetune import finetune
-from icbpl.metrics import evaluate
-from icbpl.neighbours import mine_neighbours
 from icbpl.peers import fit_peer
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.summarise:
         return summarise(args.summarise, write_docs=args.write_docs)
-    from icbpl.device import resolve_device
+    from icbpl.util.device import resolve_device
 
     dev = torch.device("cpu") if args.smoke else resolve_device(args.device)
     if dev.type == "cuda":

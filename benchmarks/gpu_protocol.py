@@ -43,10 +43,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from icbpl.core.metrics import evaluate
+from icbpl.deep.finetune import finetune
+from icbpl.deep.pretrain import pretrain_barlow_twins
 from icbpl.encoders import create_encoder
-from icbpl.finetune import finetune
-from icbpl.metrics import evaluate
-from icbpl.pretrain import pretrain_barlow_twins
 
 _T0 = time.perf_counter()
 _MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_class, enc_name, proj = 6, "resnet_cifar_tiny", (64, 64)
         bt_batch, ft_batch = 32, 32
     else:
-        from icbpl.device import resolve_device
+        from icbpl.util.device import resolve_device
 
         dev = resolve_device(args.device)
         per_class, enc_name, proj = None, args.encoder, (2048, 2048, 2048)

@@ -11,7 +11,7 @@ effects, so a setting can only be judged over many seeds. This script does that 
 
 1. ``extract``: efficientnet_lite0 (ImageNet **supervised** weights, not self-supervised as in
    the paper) at 160 px, bf16 autocast, features of the 60,000 originals and of ``--views``
-   augmented views (:class:`icbpl.augment.BatchAugment`, the CPU pipeline's default), plus
+   augmented views (:class:`icbpl.features.augment.BatchAugment`, the CPU pipeline's default), plus
    their 20 cosine neighbours on the centred features; stored as ``.npy`` in ``--store``.
 2. ``fit``: one named setting (:data:`SETTINGS`, keyword arguments of :class:`icbpl.ICBPL` on
    top of ``bench_cifar10.py``'s: 8 epochs, batch 256, 2 views) with ``--heads`` heads
@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpu_protocol import features, labelled_images, log
 from icbpl import ICBPL
-from icbpl.augment import BatchAugment
+from icbpl.core.neighbours import mine_neighbours
 from icbpl.encoders import create_encoder
-from icbpl.neighbours import mine_neighbours
+from icbpl.features.augment import BatchAugment
 
 BASE: dict[str, Any] = {"epochs": 8, "batch_size": 256}
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -194,7 +194,7 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
 
 def peer(args: argparse.Namespace) -> dict[str, Any]:
     """Peer ``args.name`` with its default options on the stored features, neighbours, views."""
-    from icbpl.metrics import evaluate
+    from icbpl.core.metrics import evaluate
     from icbpl.peers import fit_peer, peer_options
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"

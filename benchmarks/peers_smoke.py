@@ -24,7 +24,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
 from icbpl.peers import fit_peer, list_peers
 
 CPU_OPTIONS: dict[str, dict[str, Any]] = {

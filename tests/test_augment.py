@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from icbpl.augment import BatchAugment, _gaussian_blur, resize_batch
+from icbpl.features.augment import BatchAugment, _gaussian_blur, resize_batch
 
 OFF = {"flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
 

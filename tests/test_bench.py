@@ -1,4 +1,5 @@
-"""``icbpl bench``: the experiment registry, a tiny end-to-end table, partial results, plots."""
+"""``benchmarks/bench.py``: the experiment registry, a tiny end-to-end table, partial results,
+plots."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import numpy as np
 import pytest
 
 from icbpl import ICBPL, evaluate
-from icbpl.bench import add_arguments, list_experiments
-from icbpl.bench._context import BenchContext
-from icbpl.bench._data import BenchData
-from icbpl.bench._docs import mean_std, write_section
-from icbpl.bench._registry import get_experiment, register_experiment, run_experiment
-from icbpl.bench._settings import QUICK, EncoderSpec, Plan
-from icbpl.neighbours import mine_neighbours
+from icbpl.core.neighbours import mine_neighbours
 from icbpl.peers import fit_peer
+from icbpl_bench import add_arguments, list_experiments
+from icbpl_bench._context import BenchContext
+from icbpl_bench._data import BenchData
+from icbpl_bench._docs import mean_std, write_section
+from icbpl_bench._registry import get_experiment, register_experiment, run_experiment
+from icbpl_bench._settings import QUICK, EncoderSpec, Plan
 
 ICBPL_KW = {"epochs": 3, "batch_size": 32}
 PEERS = {
@@ -132,7 +133,7 @@ def test_table11_end_to_end_files_hold_what_was_computed(tmp_path: Path) -> None
 def test_interrupted_run_keeps_finished_seeds_marked_partial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import icbpl.bench._table11 as t11
+    import icbpl_bench._table11 as t11
 
     real = t11.run_peer
 
@@ -207,7 +208,7 @@ def test_missing_dataset_is_skipped_with_a_clear_message(tmp_path: Path) -> None
 def test_git_rev_marks_dirty_trees_except_the_benchmarks_own_outputs(tmp_path: Path) -> None:
     import subprocess
 
-    from icbpl.bench._docs import git_rev
+    from icbpl_bench._docs import git_rev
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -227,11 +228,17 @@ def test_git_rev_marks_dirty_trees_except_the_benchmarks_own_outputs(tmp_path: P
     assert git_rev(tmp_path, ignore=[tmp_path / "docs"]) == clean + "+dirty"
 
 
-def test_icbpl_cli_dispatches_bench(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """`icbpl bench` is wired into the main command and rejects unknown experiments clearly."""
-    from icbpl.cli import main as cli_main
+def test_bench_main_rejects_unknown_experiments(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`benchmarks/bench.py` rejects an unknown experiment clearly and writes nothing."""
+    import argparse
 
-    code = cli_main(["bench", "no-such-table", "--no-docs", "--out", str(tmp_path)])
+    from icbpl_bench import run_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)  # main() would also quieten icbpl's loggers for the later tests
+    code = run_args(parser.parse_args(["no-such-table", "--no-docs", "--out", str(tmp_path)]))
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown experiment 'no-such-table'" in err and "table11" in err
@@ -239,7 +246,7 @@ def test_icbpl_cli_dispatches_bench(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_only_cuts_table11_to_the_named_datasets_with_its_own_files(tmp_path: Path) -> None:
-    from icbpl.bench._main import only_datasets
+    from icbpl_bench._main import only_datasets
 
     two = dataclasses.replace(
         SETTINGS, table11=(Plan("mnist", ICBPL_KW, {}), Plan("tiny", ICBPL_KW, {"kmeans": {}}))

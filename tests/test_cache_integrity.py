@@ -58,7 +58,7 @@ def test_corrupted_rows_are_detected_and_only_their_chunk_redone(
 
 
 def test_repair_gives_the_same_assignments_as_a_clean_run(tmp_path: Path) -> None:
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
     enc = TinyEncoder()
     clean = np.array(_extract(enc, FakeSource(90), cache_dir=tmp_path).features)

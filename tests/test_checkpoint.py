@@ -13,15 +13,15 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import icbpl.checkpoint as ckpt_mod
-from icbpl.checkpoint import (
+import icbpl.util.checkpoint as ckpt_mod
+from icbpl.deep.pretrain import LARS, WarmupCosine
+from icbpl.util.checkpoint import (
     has_checkpoint,
     load_checkpoint,
     load_weights,
     save_checkpoint,
     save_weights,
 )
-from icbpl.pretrain import LARS, WarmupCosine
 
 
 def _model(seed: int) -> nn.Module:

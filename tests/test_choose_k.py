@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icbpl.choose_k import ChooseKResult, choose_k, clarity
+from icbpl.model.choose_k import ChooseKResult, choose_k, clarity
 
 
 def sphere_blobs(k: int, *, per: int = 60, dim: int = 16, noise: float = 0.15, seed: int = 0):

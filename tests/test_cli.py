@@ -76,7 +76,7 @@ def run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, obj
 
 # ------------------------------------------------------------------------------ cluster
 def test_cluster_writes_assignments_latent_and_model(run: dict[str, object], folder: Path) -> None:
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
     out = Path(str(run["out"]))
     header, rows = read_csv(out / "assignments.csv")

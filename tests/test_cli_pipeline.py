@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icbpl.digits import _affine, digits_views, load_digits_data
+from icbpl.data.digits import _affine, digits_views, load_digits_data
 from icbpl.pipeline import ClusterConfig, PipelineError, write_assignments
 
 
@@ -105,7 +105,7 @@ def test_epoch_progress_takes_its_total_from_the_training_start_record() -> None
     from icbpl.cli._common import EpochProgress
 
     bar = EpochProgress(None, disable=False)  # a disabled tqdm does not count
-    log = logging.getLogger("icbpl.training")
+    log = logging.getLogger("icbpl.model.training")
 
     def record(msg: str, *args: object) -> logging.LogRecord:
         return log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None)
@@ -128,7 +128,7 @@ def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs
     x = (rng.normal(size=(3, 8))[np.repeat(np.arange(3), 40)] * 3).astype(np.float32)
     x += rng.normal(size=x.shape).astype(np.float32)
     bar = EpochProgress(None, disable=False)
-    log = logging.getLogger("icbpl.training")
+    log = logging.getLogger("icbpl.model.training")
     level = log.level
     log.setLevel(logging.INFO)
     log.addHandler(bar)
@@ -182,7 +182,7 @@ def test_cpu_threads_limits_torch_and_blas_pools_and_restores_them() -> None:
     import torch
     from threadpoolctl import threadpool_info
 
-    from icbpl.device import cpu_threads
+    from icbpl.util.device import cpu_threads
 
     before = torch.get_num_threads()
     with cpu_threads(1):

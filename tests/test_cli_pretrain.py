@@ -122,7 +122,7 @@ def test_pretrain_then_cluster_finetune_last2(images: Path, tmp_path: Path) -> N
 
 
 def test_finetune_rejects_options_it_cannot_honour(images: Path, tmp_path: Path) -> None:
-    from icbpl.finetune import STRATEGIES
+    from icbpl.deep.finetune import STRATEGIES
     from icbpl.pipeline import ClusterConfig, PipelineError
     from icbpl.pipeline._config import FINETUNE
 

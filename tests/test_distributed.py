@@ -23,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from icbpl.distributed import (
+from icbpl.deep.distributed import (
     GlobalBatchNorm,
     all_gather_with_grad,
     context,
@@ -33,9 +33,9 @@ from icbpl.distributed import (
     init_distributed,
     shard_range,
 )
+from icbpl.deep.finetune import FinetuneResult, finetune
+from icbpl.deep.pretrain import pretrain_barlow_twins
 from icbpl.encoders.cifar_resnet import resnet_cifar_tiny
-from icbpl.finetune import FinetuneResult, finetune
-from icbpl.pretrain import pretrain_barlow_twins
 
 WORLD = 2
 
@@ -142,7 +142,7 @@ def _free_port() -> int:
 
 
 def test_shard_range_covers_everything() -> None:
-    from icbpl.distributed import DistContext
+    from icbpl.deep.distributed import DistContext
 
     for n in (0, 1, 5, 32):
         for world in (1, 2, 3):

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from icbpl.encoders import WeightsUnavailableError, create_encoder, timm_models
 from icbpl.encoders import _checkpoints as ck
 from icbpl.encoders.resnet import build_resnet
+from icbpl.util.checkpoint import read_weights_file
 
 TINY_RESNET: dict[str, Any] = {"layers": (1, 1, 1, 1), "width_per_group": 4}
 TINY_VIT: dict[str, Any] = {"embed_dim": 24, "depth": 2, "num_heads": 2}
@@ -290,7 +291,7 @@ def test_efficientnet_missing_package_says_what_to_install(monkeypatch: pytest.M
 
 def test_efficientnet_packaged_file_maps_by_order() -> None:
     default = create_encoder("efficientnet_lite0")
-    path = ck.unwrap_state_dict(ck.load_checkpoint(_packaged("efficientnet_lite0")))
+    path = ck.unwrap_state_dict(read_weights_file(_packaged("efficientnet_lite0")))
     assert len(path) == 296
     timm_keys = list(timm.create_model("tf_efficientnet_lite0").state_dict())
     mapped = ck.map_by_order(path, timm.create_model("tf_efficientnet_lite0").state_dict())

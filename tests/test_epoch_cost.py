@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from icbpl.training import make_adam
+from icbpl.model.training import make_adam
 
 
 def test_make_adam_is_fused_on_cpu_and_matches_foreach() -> None:

@@ -9,8 +9,8 @@ import pytest
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from icbpl.estimator import ICBPL
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
+from icbpl.model.estimator import ICBPL
 
 FAST = dict(epochs=3, hidden=(16,), latent_dim=8, n_neighbours=2, batch_size=32)
 
@@ -146,7 +146,7 @@ def test_assignment_loss_is_trained_and_saved(
     assert evaluate(y, ours.labels_)["acc"] >= 0.98
     loaded = ICBPL.load(ours.save(tmp_path / "m"))
     assert loaded.get_params()["loss_weights"] == (8, 2, 2, 1, 2)
-    with caplog.at_level("WARNING", logger="icbpl.training"):
+    with caplog.at_level("WARNING", logger="icbpl.model.training"):
         ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **{**FAST, "n_neighbours": 0}).fit(x)
     assert "the assignment loss needs neighbours" in caplog.text
     np.testing.assert_array_equal(loaded.predict(x), ours.labels_)
@@ -167,23 +167,22 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
         ICBPL(n_clusters=4, n_heads=0, **FAST).fit(x)
 
 
-def test_feature_power_is_applied_and_saved(tmp_path: Path) -> None:
-    """feature_power=0.5 maps inputs to sign(x)*sqrt(|x|) in the head and survives save/load."""
-    import torch
+def test_a_model_saved_with_a_retired_parameter_loads_at_its_no_op_value(tmp_path: Path) -> None:
+    """Models saved before feature_power / min_distance_warmup were removed still load when
+    they held the value that changed nothing; any other value is refused by name."""
+    import json
 
-    from icbpl.head import ProjectionHead
-
-    head = ProjectionHead(3, (), 2, power=0.5)
-    x = torch.tensor([[4.0, -9.0, 0.25]])
-    assert torch.equal(head.power_transform(x), torch.tensor([[2.0, -3.0, 0.5]]))
-    with pytest.raises(ValueError, match="power=0"):
-        ProjectionHead(3, (), 2, power=0)
     X, _ = make_blobs(200, n_features=6, centers=3, random_state=0)
-    model = ICBPL(n_clusters=3, epochs=3, feature_power=0.5, random_state=0).fit(X)
-    assert model.head_.power == 0.5
-    loaded = ICBPL.load(model.save(tmp_path / "m"))
-    assert loaded.feature_power == 0.5 and loaded.head_.power == 0.5
-    np.testing.assert_allclose(loaded.transform(X), model.transform(X), atol=1e-6)
+    model = ICBPL(n_clusters=3, epochs=3, random_state=0).fit(X)
+    folder = model.save(tmp_path / "m")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["params"].update(feature_power=1.0, min_distance_warmup=0)
+    (folder / "config.json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(ICBPL.load(folder).predict(X), model.predict(X))
+    meta["params"]["feature_power"] = 0.5
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"feature_power=0.5 is no longer supported"):
+        ICBPL.load(folder)
 
 
 def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -> None:
@@ -216,7 +215,7 @@ def test_scan_warm_start_starts_from_scans_clustering_step(tmp_path: Path) -> No
     """init="scan": each head starts from the SCAN peer's clustering step (no self-labelling)
     on the same features, views and every neighbour column given; the kNN loss keeps its first
     n_neighbours columns."""
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
     from icbpl.peers import fit_peer
 
     x, y = make_blobs(400, n_features=16, centers=4, cluster_std=2.0, random_state=1)
@@ -250,10 +249,3 @@ def test_scan_warm_start_mines_its_own_neighbours() -> None:
     model = ICBPL(n_clusters=4, init="scan", init_epochs=1, **FAST).fit(x, y)
     assert model.neighbours_.shape == (300, 2)
     assert len(model.init_metrics_) == 1 and model.init_metrics_[0]["acc"] > 0.9
-
-
-def test_pipeline_knows_the_estimators_inits() -> None:
-    from icbpl.estimator import INITS
-    from icbpl.pipeline import _config
-
-    assert _config.INITS == INITS

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from icbpl.augment import BatchAugment, resize_batch
 from icbpl.data import ArraySource
-from icbpl.device import autocast_context, resolve_device, resolve_precision
 from icbpl.features import FeatureSet, extract_features, weights_digest
+from icbpl.features.augment import BatchAugment, resize_batch
+from icbpl.util.device import autocast_context, resolve_device, resolve_precision
 
 
 @dataclass(frozen=True)

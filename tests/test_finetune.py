@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-import icbpl.finetune as finetune_mod
+import icbpl.deep._trainer as trainer_mod
+from icbpl.core.metrics import evaluate
+from icbpl.core.objective import LossWeights
+from icbpl.deep.finetune import FinetuneResult, finetune
 from icbpl.encoders.cifar_resnet import CifarResNetEncoder, resnet_cifar_tiny
-from icbpl.finetune import FinetuneResult, finetune
-from icbpl.metrics import evaluate
-from icbpl.objective import LossWeights
 
 
 def _images(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -100,13 +100,13 @@ def test_training_lowers_the_objective() -> None:
 
 def test_neighbours_are_refreshed_every_r_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = finetune_mod.mine_neighbours
+    real = trainer_mod.mine_neighbours
 
     def counting(x: object, k: int) -> np.ndarray:
         calls.append(k)
         return real(x, k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(finetune_mod, "mine_neighbours", counting)
+    monkeypatch.setattr(trainer_mod, "mine_neighbours", counting)
     res = _run("last2", epochs=3, refresh_every=2, n_neighbours=3)
     assert calls == [3, 3]  # epochs 0 and 2
     assert res.neighbours.shape == (32, 3)

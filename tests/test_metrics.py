@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from icbpl.metrics import cluster_accuracy, cluster_sizes, evaluate, match_clusters
-from icbpl.selection import label_free_score, neighbour_agreement, size_balance
+from icbpl.core.metrics import cluster_accuracy, cluster_sizes, evaluate, match_clusters
+from icbpl.core.selection import label_free_score, neighbour_agreement, size_balance
 
 
 def _acc_bruteforce(t: np.ndarray, p: np.ndarray, k: int) -> float:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from icbpl.neighbours import mine_neighbours, neighbour_accuracy, recall
+from icbpl.core.neighbours import mine_neighbours, recall
+from icbpl.core.selection import neighbour_agreement
 
 
 def _reference(x: np.ndarray, k: int) -> np.ndarray:
@@ -50,9 +51,9 @@ def test_accepts_tensor_and_bad_input() -> None:
         mine_neighbours(torch.randn(5), 1)
 
 
-def test_neighbour_accuracy() -> None:
+def test_neighbour_agreement_with_class_labels() -> None:
     nb = np.array([[1], [0], [3], [2]])
-    assert neighbour_accuracy(nb, np.array([0, 0, 1, 0])) == 0.5
+    assert neighbour_agreement(np.array([0, 0, 1, 0]), nb) == 0.5
 
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
@@ -96,7 +97,7 @@ def test_ivf_survives_duplicates_and_few_rows_per_list() -> None:
 
 
 def test_auto_method_follows_size() -> None:
-    from icbpl.neighbours import EXACT_BUDGET, _resolve_method, ivf_params
+    from icbpl.core.neighbours import EXACT_BUDGET, _resolve_method, ivf_params
 
     small = int((EXACT_BUDGET / 256) ** 0.5)
     assert _resolve_method("auto", small, 256) == "exact"

@@ -1,4 +1,4 @@
-"""icbpl.novelty: feature centroids, confidence margin and the calibrated "unassigned" rule,
+"""icbpl.core.novelty: feature centroids, confidence margin and the calibrated "unassigned" rule,
 checked against numpy references and on held-out blobs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icbpl.novelty import calibrate, confidence, feature_centroids, similarity
+from icbpl.core.novelty import calibrate, confidence, feature_centroids, similarity
 
 
 def blobs(centres: np.ndarray, per: int, noise: float, seed: int) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_calibrate_checks_the_quantile() -> None:
 
 
 def test_blocks_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
-    import icbpl.novelty as novelty
+    import icbpl.core.novelty as novelty
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((500, 6)).astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from icbpl._params import PARAMETER_CONSTRAINTS
-from icbpl.estimator import ICBPL
+from icbpl.model.estimator import ICBPL
+from icbpl.model.params import PARAMETER_CONSTRAINTS
 
 FAST = {"epochs": 2, "batch_size": 20, "latent_dim": 8, "hidden": (16,)}
 
@@ -23,6 +23,23 @@ def _data(n: int = 40) -> np.ndarray:
 
 def test_table_covers_every_init_parameter() -> None:
     assert set(PARAMETER_CONSTRAINTS) == set(ICBPL().get_params())
+
+
+def test_the_pipeline_passes_the_estimators_parameters_with_its_defaults() -> None:
+    """`ClusterConfig.model_params()` names only ICBPL parameters (so ``ICBPL(**params)``
+    takes them) and, left at its defaults, gives ICBPL's own defaults; the CLI's defaults are
+    ClusterConfig's (`icbpl.cli._parser` reads them from its fields)."""
+    from icbpl.cli._parser import DEFAULTS
+    from icbpl.pipeline import ClusterConfig
+
+    params = ClusterConfig(path="photos", k=3).model_params()
+    defaults = ICBPL().get_params()
+    assert set(params) <= set(PARAMETER_CONSTRAINTS)
+    assert {name: defaults[name] for name in params} == {
+        name: tuple(v) if isinstance(v, list) else v for name, v in params.items()
+    }
+    assert DEFAULTS["seed"] == params["random_state"]
+    assert DEFAULTS["train_batch_size"] == params["batch_size"]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icbpl.pedcc import make_pedcc, pedcc_info
+from icbpl.core.pedcc import make_pedcc, pedcc_info
 
 
 @pytest.mark.parametrize(("k", "d"), [(2, 2), (3, 2), (10, 100), (10, 9), (50, 60)])

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from icbpl.peers._heads import lr_schedule
 from torch import Tensor
 
-from icbpl.metrics import cluster_accuracy
+from icbpl.core.metrics import cluster_accuracy
 from icbpl.peers import (
     PeerResult,
     Schedule,
@@ -29,7 +30,6 @@ from icbpl.peers import (
     temi_loss,
     turtle_loss,
 )
-from icbpl.peers._heads import lr_schedule
 from icbpl.peers._turtle import _InnerClassifier
 
 K = 6

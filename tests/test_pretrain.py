@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from icbpl.deep.pretrain import LARS, WarmupCosine, barlow_twins_loss, pretrain_barlow_twins
 from icbpl.encoders import create_encoder, list_encoders
 from icbpl.encoders.cifar_resnet import (
     ARCHITECTURES,
@@ -23,7 +24,6 @@ from icbpl.encoders.cifar_resnet import (
     resnet18_cifar,
     resnet_cifar_tiny,
 )
-from icbpl.pretrain import LARS, WarmupCosine, barlow_twins_loss, pretrain_barlow_twins
 
 
 def _reference_loss(za: np.ndarray, zb: np.ndarray, lambd: float, eps: float = 1e-5) -> float:

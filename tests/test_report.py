@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icbpl.metrics import evaluate
+from icbpl.core.metrics import evaluate
 from icbpl.report import ReportError, load_results, write_report
 
 EVIL = "<script>alert(1)</script>"
@@ -100,7 +100,7 @@ def make_results(
 def _fake_cache(root: Path, out: Path, clusters: np.ndarray) -> Path:
     """A feature cache entry (``.npy`` + sidecar) for ``clusters``; clusters 0 and 1 share a
     blob. Writes ``feature_centroids.npy`` into the run ``out``."""
-    from icbpl.novelty import feature_centroids
+    from icbpl.core.novelty import feature_centroids
 
     rng = np.random.default_rng(1)
     centres = 3.0 * rng.normal(size=(int(clusters.max()) + 2, 16))
@@ -327,7 +327,7 @@ def test_partly_labelled_rows(tmp_path: Path) -> None:
 
 
 def test_map_confidence_and_flags_from_cached_features(tmp_path: Path) -> None:
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
     from icbpl.report._quality import assess
 
     run = make_results(tmp_path, features=True, per_cluster=(5, 4, 3, 3))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from icbpl.neighbours import mine_neighbours
-from icbpl.novelty import confidence, feature_centroids
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.novelty import confidence, feature_centroids
 from icbpl.report._quality import (
     CONFIDENT_MARGIN,
     assess,

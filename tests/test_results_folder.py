@@ -210,7 +210,7 @@ def test_leftovers_of_killed_runs_are_undone(tmp_path: Path) -> None:
 
 
 def test_a_manifest_listing_outside_paths_is_not_a_manifest(tmp_path: Path) -> None:
-    from icbpl._manifest import read_manifest
+    from icbpl.util.manifest import read_manifest
 
     out = tmp_path / "res"
     out.mkdir()

@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import make_blobs
 
 from icbpl import ICBPL, evaluate
-from icbpl.selflabel import self_label
+from icbpl.model.selflabel import self_label
 from test_cli import FAST, run_main
 from test_cli_k_range import folder as folder
 

@@ -1,12 +1,12 @@
-"""The default warm start: k-means on neighbour-smoothed features (icbpl.smoothing)."""
+"""The default warm start: k-means on neighbour-smoothed features (icbpl.core.smoothing)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.datasets import make_blobs
 
-from icbpl.metrics import evaluate
-from icbpl.smoothing import smooth_features, smoothed_kmeans
+from icbpl.core.metrics import evaluate
+from icbpl.core.smoothing import smooth_features, smoothed_kmeans
 
 
 def _reference(z: np.ndarray, k: int, hops: int) -> np.ndarray:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from icbpl.device import cpu_threads
-from icbpl.pedcc import make_pedcc
-from icbpl.training import SMALL_BATCH, TrainConfig, train_head, train_threads
+from icbpl.core.pedcc import make_pedcc
+from icbpl.model.training import SMALL_BATCH, TrainConfig, train_head, train_threads
+from icbpl.util.device import cpu_threads
 
 
 def _blobs(n: int = 300, d: int = 12, k: int = 3, seed: int = 0) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_memory_mapped_features_are_not_copied(tmp_path: Path) -> None:
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     from icbpl import ICBPL
 
-    # init="random": this bounds training itself; the default start (icbpl.smoothing) holds an
+    # init="random": this bounds training itself; the default start (icbpl.core.smoothing) holds an
     # (N, 128) PCA copy by design
     model = ICBPL(
         3, latent_dim=4, hidden=(16,), epochs=1, batch_size=100, n_neighbours=2, init="random"

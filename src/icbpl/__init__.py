@@ -10,14 +10,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from icbpl.estimator import ICBPL
-    from icbpl.metrics import evaluate
-    from icbpl.pedcc import make_pedcc
+    from icbpl.core.metrics import evaluate
+    from icbpl.core.pedcc import make_pedcc
+    from icbpl.model.estimator import ICBPL
 
 __all__ = ["ICBPL", "evaluate", "make_pedcc"]
 __version__ = "0.1.0"
 
-_LAZY = {"ICBPL": "icbpl.estimator", "evaluate": "icbpl.metrics", "make_pedcc": "icbpl.pedcc"}
+_LAZY = {
+    "ICBPL": "icbpl.model.estimator",
+    "evaluate": "icbpl.core.metrics",
+    "make_pedcc": "icbpl.core.pedcc",
+}
 
 
 def __getattr__(name: str) -> Any:

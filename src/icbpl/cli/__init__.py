@@ -34,7 +34,6 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         "predict": _commands.cmd_predict,
         "encoders": _commands.cmd_encoders,
         "report": _commands.cmd_report,
-        "bench": _commands.cmd_bench,
         "cache": _commands.cmd_cache,
     }[command]
 

@@ -24,8 +24,8 @@ logger = logging.getLogger("icbpl.cli")
 
 
 def cpu_threads(n: int | None) -> Any:
-    """:func:`icbpl.device.cpu_threads`, imported on use (it needs torch; ``--help`` does not)."""
-    from icbpl.device import cpu_threads as limit
+    """`icbpl.util.device.cpu_threads`, imported on use (torch; not for ``--help``)."""
+    from icbpl.util.device import cpu_threads as limit
 
     return limit(n)
 
@@ -33,7 +33,7 @@ def cpu_threads(n: int | None) -> Any:
 # ------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """``icbpl demo``: ICBPL and k-means on scikit-learn's digits, side by side."""
-    from icbpl.digits import run_digits_demo
+    from icbpl.pipeline.demo import run_digits_demo
 
     if args.epochs < 1 or args.views < 1:
         raise CliError(f"--epochs={args.epochs} and --views={args.views} should be >= 1")
@@ -42,7 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     bar = EpochProgress(args.epochs, disable=args.quiet)
-    training = logging.getLogger("icbpl.training")
+    training = logging.getLogger("icbpl.model.training")
     training.addHandler(bar)
     threads = torch.get_num_threads()
     # The demo's matrices are tiny (64 pixels, 100 rows a step), too small to gain from threads;
@@ -135,7 +135,7 @@ def _cluster_config(args: argparse.Namespace) -> Any:
 
 def _encoder_folder_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--weights DIR`` (an `icbpl pretrain` folder): its weights file, encoder and input size."""
-    from icbpl.pretrain import read_encoder_folder
+    from icbpl.deep.pretrain import read_encoder_folder
 
     folder = read_encoder_folder(args.weights)
     if args.encoder not in (None, folder.encoder):
@@ -245,7 +245,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def _other_rank(config: Any) -> bool:
     """True on the ranks > 0 of a torchrun launch (which only ``--finetune last2|all`` uses)."""
-    from icbpl.distributed import context
+    from icbpl.deep.distributed import context
 
     ctx = context()
     if ctx.enabled and config.finetune == "frozen":
@@ -374,10 +374,3 @@ def cmd_cache(args: argparse.Namespace) -> int:
     total = sum(e.size_bytes for e in entries)
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
     return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``icbpl bench``: run a benchmark experiment (see :mod:`icbpl.bench`)."""
-    from icbpl.bench import run_args
-
-    return run_args(args, command=args.command_line)

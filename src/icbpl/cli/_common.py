@@ -147,8 +147,8 @@ def log_file(path: Path, *, verbose: bool) -> Iterator[None]:
 
 class EpochProgress(logging.Handler):
     """A tqdm bar over training epochs, fed by the ``"epoch N: ..."`` records of
-    ``icbpl.training`` (the estimator logs each epoch; it has no callback argument), and over the
-    self-labelling epochs that follow (``"self-labelling epoch N/E: ..."``)."""
+    ``icbpl.model.training`` (the estimator logs each epoch; it has no callback argument), and over
+    the self-labelling epochs that follow (``"self-labelling epoch N/E: ..."``)."""
 
     def __init__(self, epochs: int | None, *, disable: bool) -> None:
         super().__init__(logging.INFO)
@@ -274,7 +274,7 @@ class StageReporter:
             print(f"icbpl: {STAGE_TEXT.get(stage, stage)} ...", file=self.stream, flush=True)
         if stage == "train":
             self._progress = EpochProgress(self.epochs, disable=self.quiet)
-            logging.getLogger("icbpl.training").addHandler(self._progress)
+            logging.getLogger("icbpl.model.training").addHandler(self._progress)
 
     def note(self, text: str) -> None:
         """Show one line of news (e.g. the chosen k) as it happens."""
@@ -287,7 +287,7 @@ class StageReporter:
             self._features.close()
             self._features = None
         if self._progress is not None:
-            logging.getLogger("icbpl.training").removeHandler(self._progress)
+            logging.getLogger("icbpl.model.training").removeHandler(self._progress)
             self._progress.close()
             self._progress = None
 

@@ -1,8 +1,9 @@
 """Running a subcommand under ``torchrun``: join the process group, quiet the other ranks.
 
 ``torchrun --nproc_per_node N -m icbpl pretrain ...`` (or ``icbpl cluster ... --finetune last2``)
-starts N processes with ``WORLD_SIZE=N``; each joins the group (`icbpl.distributed`, NCCL on CUDA,
-gloo on the CPU), trains on its share of every global batch, and only rank 0 prints and writes.
+starts N processes with ``WORLD_SIZE=N``; each joins the group (`icbpl.deep.distributed`, NCCL on
+CUDA, gloo on the CPU), trains on its share of every global batch, and only rank 0 prints and
+writes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def torchrun_group(args: argparse.Namespace) -> Iterator[None]:
             f"icbpl {args.command} runs in one process; only "
             f"{' and '.join(DISTRIBUTED_COMMANDS)} run under torchrun"
         )
-    from icbpl.distributed import destroy_distributed, init_distributed
+    from icbpl.deep.distributed import destroy_distributed, init_distributed
 
     init_distributed()
     try:

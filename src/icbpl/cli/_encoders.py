@@ -183,8 +183,8 @@ def print_encoder_folders(folders: list[str]) -> None:
         FileNotFoundError, ValueError: a folder that is not an encoder folder, or whose weights
             do not load into its encoder.
     """
+    from icbpl.deep.pretrain import read_encoder_folder
     from icbpl.encoders import create_encoder
-    from icbpl.pretrain import read_encoder_folder
 
     for path in folders:
         folder = read_encoder_folder(path)

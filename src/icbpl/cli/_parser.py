@@ -401,14 +401,4 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument(
         "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
     )
-    from icbpl.bench import add_arguments as add_bench_arguments
-
-    bench = sub.add_parser(
-        "bench",
-        parents=[common],
-        help="reproduce the paper's tables: ICBPL vs peers, ablations, plots",
-        description="Run a benchmark experiment (the paper's Table 11 analogue, ablations, "
-        "encoders, plots) and write Markdown, CSV and PNG files plus docs/BENCHMARKS.md sections.",
-    )
-    add_bench_arguments(bench)
     return parser

@@ -1,10 +1,10 @@
 """``icbpl pretrain``: Barlow Twins on the user's images, written as an encoder folder.
 
-The folder (`icbpl.pretrain.read_encoder_folder`) is what ``icbpl cluster --weights DIR`` and
+The folder (`icbpl.deep.pretrain.read_encoder_folder`) is what ``icbpl cluster --weights DIR`` and
 ``icbpl encoders DIR`` read. A checkpoint is written atomically after every epoch;
 ``--resume`` continues from it (the same settings are required), so ``--minutes`` can cut a long
 schedule into windows. Under ``torchrun`` every process trains on its share of each global batch
-(`icbpl.distributed`) and rank 0 writes.
+(`icbpl.deep.distributed`) and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def _start_epoch(out: Path, resume: bool) -> int:
 
 def _encoder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The starting encoder and the ``create`` entry of encoder.json (how to rebuild it)."""
+    from icbpl.deep.pretrain import is_encoder_folder, read_encoder_folder
     from icbpl.pipeline import build_encoder
-    from icbpl.pretrain import is_encoder_folder, read_encoder_folder
 
     name, weights, size = args.encoder or "efficientnet_lite0", args.weights, args.input_size
     start = weights or "default"
@@ -179,8 +179,8 @@ def _encoder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``icbpl pretrain``: run Barlow Twins and write the encoder folder."""
-    from icbpl.device import cpu_threads
-    from icbpl.distributed import context
+    from icbpl.deep.distributed import context
+    from icbpl.util.device import cpu_threads
 
     out = Path(args.out).expanduser()
     ctx = context()
@@ -199,9 +199,9 @@ def _pretrain(args: argparse.Namespace, out: Path) -> int:
 
     from tqdm.auto import tqdm
 
-    from icbpl.distributed import context
+    from icbpl.deep.distributed import context
+    from icbpl.deep.pretrain import pretrain_barlow_twins
     from icbpl.pipeline import open_source
-    from icbpl.pretrain import pretrain_barlow_twins
 
     logging.getLogger("icbpl.cli").info("%s", args.command_line)
     ctx = context()

@@ -15,7 +15,7 @@ from icbpl.data._base import (
     cache_root,
     summarize,
 )
-from icbpl.data._imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from icbpl.data._imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, open_image, to_rgb_array
 from icbpl.data._registry import (
     DatasetInfo,
     dataset_info,
@@ -37,6 +37,8 @@ __all__ = [
     "dataset_info",
     "list_datasets",
     "load_dataset",
+    "open_image",
     "register_dataset",
     "summarize",
+    "to_rgb_array",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ __all__ = [
     "WeightsUnavailableError",
     "download",
     "file_identity",
-    "load_checkpoint",
     "load_into",
     "map_by_order",
     "resolve_weights",
@@ -146,28 +144,6 @@ def resolve_weights(
             "pass the path of a checkpoint file"
         )
     return path
-
-
-def load_checkpoint(path: str | Path) -> Any:
-    """Read a ``.pth``/``.tar`` (``torch.load(weights_only=True)``) or ``.safetensors`` file."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"weights file {str(p)!r} does not exist; pass the path of a checkpoint file, "
-            "None for the default weights or 'random'"
-        )
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(p), device="cpu")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{str(p)!r} holds pickled Python objects besides tensors, which are not loaded "
-            f"for safety ({str(err).splitlines()[0]}). If you trust the file, re-save its "
-            "weights: torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)"
-        ) from err
 
 
 def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, Tensor]:

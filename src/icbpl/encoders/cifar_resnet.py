@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
-from icbpl.checkpoint import load_weights
 from icbpl.encoders._backbone import BackboneEncoder
 from icbpl.encoders._registry import EncoderConfig, register_encoder
+from icbpl.util.checkpoint import load_weights
 
 __all__ = ["ARCHITECTURES", "CifarResNet", "CifarResNetEncoder", "build_cifar_resnet"]
 
@@ -175,7 +175,7 @@ def _load_backbone(backbone: CifarResNet, path: Path) -> None:
 def build_cifar_resnet(name: str, weights: str | None = None) -> CifarResNetEncoder:
     """Build the registered CIFAR ResNet ``name`` with random or file weights.
 
-    A JSON file beside the weights (as written by :func:`icbpl.pretrain.pretrain_barlow_twins`)
+    A JSON file beside the weights (as written by :func:`icbpl.deep.pretrain.pretrain_barlow_twins`)
     is checked against ``name``'s architecture, and a mismatch names the right encoder.
     """
     arch = ARCHITECTURES[name]

@@ -34,7 +34,6 @@ import timm
 
 from icbpl.encoders._checkpoints import (
     file_identity,
-    load_checkpoint,
     load_into,
     map_by_order,
     resolve_weights,
@@ -43,6 +42,7 @@ from icbpl.encoders._checkpoints import (
 )
 from icbpl.encoders._registry import EncoderConfig, register_encoder
 from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
+from icbpl.util.checkpoint import read_weights_file
 
 __all__ = ["LITE_MODELS", "efficientnet_lite"]
 
@@ -147,7 +147,7 @@ def efficientnet_lite(
 
 def _load_lite(model: Any, path: Path, *, source: str, optional: tuple[str, ...]) -> None:
     """Load a checkpoint in timm's key layout, or else map the package layout by order."""
-    state = unwrap_state_dict(load_checkpoint(path), source=source)
+    state = unwrap_state_dict(read_weights_file(path), source=source)
     target = model.state_dict()
     try:
         named = select_prefix(state, list(target), source=source)

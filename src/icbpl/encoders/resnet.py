@@ -36,13 +36,13 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from icbpl.encoders._backbone import BackboneEncoder, arrange_stages
 from icbpl.encoders._checkpoints import (
     file_identity,
-    load_checkpoint,
     load_into,
     resolve_weights,
     select_prefix,
     unwrap_state_dict,
 )
 from icbpl.encoders._registry import EncoderConfig, register_encoder
+from icbpl.util.checkpoint import read_weights_file
 
 __all__ = ["RESNET_MODELS", "ResNetEncoder", "resnet50_encoder"]
 
@@ -150,7 +150,7 @@ def resnet50_encoder(
     identity = "random"
     if path is not None:
         source = f"{name} weights {str(path)!r}"
-        state = unwrap_state_dict(load_checkpoint(path), source=source)
+        state = unwrap_state_dict(read_weights_file(path), source=source)
         keys = list(model.state_dict())
         state = select_prefix(state, keys, prefix=prefix, preferred=spec.prefixes, source=source)
         load_into(model, state, source=source)

@@ -24,7 +24,6 @@ from torch import nn
 from icbpl.encoders._checkpoints import (
     WeightsUnavailableError,
     file_identity,
-    load_checkpoint,
     load_into,
     resolve_weights,
     select_prefix,
@@ -32,6 +31,7 @@ from icbpl.encoders._checkpoints import (
 )
 from icbpl.encoders._registry import EncoderConfig, register_encoder
 from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
+from icbpl.util.checkpoint import read_weights_file
 
 __all__ = ["is_self_supervised_tag", "timm_encoder"]
 
@@ -100,7 +100,7 @@ def timm_encoder(
         inferred = path is not None
         if path is not None:
             source = f"timm:{model_name} weights {str(path)!r}"
-            state = unwrap_state_dict(load_checkpoint(path), source=source)
+            state = unwrap_state_dict(read_weights_file(path), source=source)
             state = select_prefix(state, list(model.state_dict()), prefix=prefix, source=source)
             if isinstance(model, VisionTransformer):
                 state = checkpoint_filter_fn(dict(state), model)

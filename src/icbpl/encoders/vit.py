@@ -31,7 +31,6 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from icbpl.encoders._checkpoints import (
     file_identity,
-    load_checkpoint,
     load_into,
     resolve_weights,
     select_prefix,
@@ -39,6 +38,7 @@ from icbpl.encoders._checkpoints import (
 )
 from icbpl.encoders._registry import EncoderConfig, register_encoder
 from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
+from icbpl.util.checkpoint import read_weights_file
 
 __all__ = ["VIT_MODELS", "vit_encoder"]
 
@@ -122,7 +122,7 @@ def vit_encoder(
     identity = "random"
     if path is not None:
         source = f"{name} weights {str(path)!r}"
-        state = unwrap_state_dict(load_checkpoint(path), source=source)
+        state = unwrap_state_dict(read_weights_file(path), source=source)
         state = select_prefix(state, list(model.state_dict()), prefix=prefix, source=source)
         load_into(model, checkpoint_filter_fn(dict(state), model), source=source)
         identity = file_identity(path)

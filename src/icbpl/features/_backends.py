@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from icbpl.device import autocast_context
 from icbpl.features._cache import cache_key
+from icbpl.util.device import autocast_context
 
 __all__ = [
     "EncoderLike",

@@ -16,9 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from icbpl.augment import RESIZE_METHOD, BatchAugment
 from icbpl.data import ImageSource
-from icbpl.device import resolve_device, resolve_precision
 from icbpl.features._backends import (
     EncoderLike,
     OnnxRunner,
@@ -30,6 +28,8 @@ from icbpl.features._backends import (
 )
 from icbpl.features._cache import CHUNK_ROWS, RowCache
 from icbpl.features._loading import prefetch_batches
+from icbpl.features.augment import RESIZE_METHOD, BatchAugment
+from icbpl.util.device import resolve_device, resolve_precision
 
 __all__ = ["FeatureSet", "extract_features"]
 
@@ -129,8 +129,8 @@ def extract_features(
 ) -> FeatureSet:
     """Encode every image of ``source`` (and ``views`` augmented views of each) with ``encoder``.
 
-    Images are resized to ``encoder.config.input_size`` (`icbpl.augment.resize_batch`), encoded
-    in batches and written to a memory-mapped cache, committed every COMMIT_ROWS rows or
+    Images are resized to ``encoder.config.input_size`` (`icbpl.features.augment.resize_batch`),
+    encoded in batches and written to a memory-mapped cache, committed every COMMIT_ROWS rows or
     COMMIT_SECONDS seconds and when the call ends or fails, so an interrupted run (even by
     SIGKILL) resumes after the last commit and a finished one is reused.
 
@@ -142,7 +142,7 @@ def extract_features(
         augment: the augmentation of the views; default ``BatchAugment(input_size)``.
         batch_size: images per forward pass (rounded up to a multiple of VIEW_BLOCK with views).
         device: ``None`` (the encoder's device), ``"auto"``, ``"cpu"``, ``"cuda[:i]"``, ``"mps"``.
-        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see `icbpl.device.resolve_precision`).
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see `icbpl.util.device.resolve_precision`).
         backend: ``"torch"``; ``"onnx"`` (ONNX Runtime on the CPU, fp32; in the base install);
             ``"auto"``: ONNX Runtime for fp32 CPU runs of at least AUTO_ONNX_MIN_IMAGES images
             when it is installed (measured about 3x faster than PyTorch on a 2-core AVX2 CPU,

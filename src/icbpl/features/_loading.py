@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icbpl.augment import resize_batch
 from icbpl.data import ImageSource
+from icbpl.features.augment import resize_batch
 
 __all__ = ["load_batch", "prefetch_batches"]
 

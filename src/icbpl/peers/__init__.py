@@ -17,7 +17,9 @@ inspection and testing; docs/notes/peers.md compares every value with the author
 
 from __future__ import annotations
 
+from icbpl.core.scan import scan_eval_loss, scan_loss, scan_self_label_loss
 from icbpl.peers import _kmeans as _kmeans  # registers "kmeans"
+from icbpl.peers import _scan as _scan  # registers "scan"
 from icbpl.peers._registry import (
     PeerResult,
     Schedule,
@@ -28,7 +30,6 @@ from icbpl.peers._registry import (
     register_peer,
     schedule_label,
 )
-from icbpl.peers._scan import scan_eval_loss, scan_loss, scan_self_label_loss
 from icbpl.peers._temi import temi_loss
 from icbpl.peers._turtle import turtle_loss
 

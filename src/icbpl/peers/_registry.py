@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icbpl.device import seeded
-from icbpl.neighbours import mine_neighbours
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.util.device import seeded
 
 __all__ = [
     "PeerResult",
@@ -239,7 +239,7 @@ def resolve_neighbours(
 
     Given ``neighbours`` are used (their first ``n_neighbours`` columns when that is set);
     otherwise ``n_neighbours`` (or ``default``) cosine neighbours, capped at ``N - 1``, are mined
-    with :func:`icbpl.neighbours.mine_neighbours` (faiss on CPU, torch on accelerators; the
+    with :func:`icbpl.core.neighbours.mine_neighbours` (faiss on CPU, torch on accelerators; the
     sample itself is never its own neighbour, also among exact duplicates).
     """
     n = x.shape[0]
@@ -292,7 +292,7 @@ def fit_peer(
         X: features, (N, D) float array or tensor; must be finite.
         n_clusters: number of clusters k, ``2 <= k <= N``.
         neighbours: (N, K) int indices of each sample's nearest neighbours, itself excluded
-            (mined by cosine with :func:`icbpl.neighbours.mine_neighbours` when a method needs
+            (mined by cosine with :func:`icbpl.core.neighbours.mine_neighbours` when a method needs
             them and none are given).
         views: (V, N, D) features of augmented views of the same N samples, or ``None``.
         seed: seeds every random choice; equal seeds give equal results on CPU.

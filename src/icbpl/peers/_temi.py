@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icbpl.peers._augment import augmented
-from icbpl.peers._heads import MultiLinear, lr_schedule, select_head
+from icbpl.core.multihead import MultiLinear, lr_schedule, select_head
+from icbpl.core.views import augmented
 from icbpl.peers._registry import (
     PeerResult,
     Schedule,

@@ -1,8 +1,8 @@
 """End-to-end clustering of an image source: the stages behind ``icbpl cluster`` and ``predict``.
 
 Stages hand off explicit arrays (docs/DESIGN.md): source -> features and augmented views
-(`icbpl.features`, cached) -> neighbours (`icbpl.neighbours`) -> `icbpl.estimator.ICBPL` ->
-results. :func:`run_cluster` writes a results folder:
+(`icbpl.features`, cached) -> neighbours (`icbpl.core.neighbours`) ->
+`icbpl.model.estimator.ICBPL` -> results. :func:`run_cluster` writes a results folder:
 
 ================== ==========================================================================
 ``assignments.csv`` ``id,path,cluster,score[,label]``, one row per image in source order; ``score``
@@ -18,7 +18,7 @@ results. :func:`run_cluster` writes a results folder:
 ``.icbpl-manifest.json`` the marker of an icbpl results folder: the files the run wrote (only
                    those are ever replaced or removed; see `ResultsFolder`)
 ``encoder/``       with ``finetune="last2"``/``"all"`` only: the fine-tuned encoder (an encoder
-                   folder, `icbpl.pretrain.read_encoder_folder`), which :func:`predict_run` uses
+                   folder, `icbpl.deep.pretrain.read_encoder_folder`), which `predict_run` uses
 ================== ==========================================================================
 
 Every file is written atomically, into a staging folder that replaces ``--out`` only when the
@@ -33,24 +33,24 @@ are drawn from ``seed`` too). :func:`predict_run` assigns new images with a save
 
 from __future__ import annotations
 
-from icbpl._csvcell import neutralise_cell, restore_cell
 from icbpl.pipeline._cluster import run_cluster
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import (
-    ClusterRun,
     Prediction,
     cluster_into,
-    image_loader_for,
     predict_run,
 )
 from icbpl.pipeline._stages import (
     build_encoder,
     cache_dir_path,
+    image_loader_for,
     open_source,
     source_loader,
     write_assignments,
 )
+from icbpl.pipeline._summary import ClusterRun, RunSummary
+from icbpl.util.csvcell import neutralise_cell, restore_cell
 
 __all__ = [
     "ClusterConfig",
@@ -58,6 +58,7 @@ __all__ = [
     "PipelineError",
     "Prediction",
     "ResultsFolder",
+    "RunSummary",
     "build_encoder",
     "cache_dir_path",
     "cluster_into",

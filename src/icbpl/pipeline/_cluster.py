@@ -8,7 +8,8 @@ from pathlib import Path
 
 from icbpl.pipeline._config import ClusterConfig
 from icbpl.pipeline._outdir import ResultsFolder
-from icbpl.pipeline._run import ClusterRun, StageCallback, cluster_into
+from icbpl.pipeline._run import cluster_into
+from icbpl.pipeline._summary import ClusterRun, StageCallback
 
 __all__ = ["run_cluster"]
 
@@ -43,7 +44,7 @@ def run_cluster(
     config.validate()
     out = Path(out_dir)
     if config.finetune != "frozen":
-        from icbpl.distributed import context
+        from icbpl.deep.distributed import context
 
         if not context().is_main:  # a torchrun rank > 0: trains its share, writes nothing
             return cluster_into(config, out, progress=False, on_stage=on_stage, command=command)

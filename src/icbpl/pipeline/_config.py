@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icbpl._params import INITS, validate_params
+from icbpl.model.params import INITS, drop_retired, validate_params
 
-FINETUNE = ("frozen", "last2", "all")  # the same as icbpl.finetune.STRATEGIES (a test checks)
+FINETUNE = ("frozen", "last2", "all")  # the same as icbpl.deep.finetune.STRATEGIES (a test checks)
 
-#: ClusterConfig fields that are `icbpl.estimator.ICBPL` parameters, by their ICBPL name: they
-#: are checked against ICBPL's one constraint table (`icbpl._params.PARAMETER_CONSTRAINTS`).
+#: ClusterConfig fields that are `icbpl.model.estimator.ICBPL` parameters, by their ICBPL name: they
+#: are checked against ICBPL's one constraint table (`icbpl.model.params.PARAMETER_CONSTRAINTS`).
 ICBPL_FIELDS = {
     "latent_dim": "latent_dim",
     "hidden": "hidden",
@@ -26,7 +26,6 @@ ICBPL_FIELDS = {
     "distance": "distance",
     "n_neighbours": "n_neighbours",
     "refresh_every": "refresh_every",
-    "min_distance_warmup": "min_distance_warmup",
     "n_heads": "n_heads",
     "init": "init",
     "self_label_epochs": "self_label_epochs",
@@ -56,8 +55,8 @@ class ClusterConfig:
 
     Attributes:
         path: folder of images, or the root / archive of ``dataset``.
-        k: number of clusters, or ``"auto"``: chosen without labels by `icbpl.choose_k.choose_k`
-            (its default criterion) from ``k_range``.
+        k: number of clusters, or ``"auto"``: chosen without labels by
+            `icbpl.model.choose_k.choose_k` (its default criterion) from ``k_range``.
         k_range: ``(lo, hi)``, the candidates ``lo..hi`` (both included) of ``k="auto"``, capped
             below the number of images; ignored for an integer ``k``.
         dataset: a name from `icbpl.data.list_datasets` (then ``path`` is its root), or ``None``.
@@ -76,27 +75,26 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
-        distance, weight_decay, min_distance_warmup: hyper-parameters of
-            `icbpl.estimator.ICBPL` (its defaults, the paper's; ``train_batch_size`` is its
-            ``batch_size``).
+        distance, weight_decay: hyper-parameters of `icbpl.model.estimator.ICBPL` (its
+            defaults, the paper's; ``train_batch_size`` is its ``batch_size``).
         init: ``"kmeans"`` (the default, beyond the paper): the head starts from k-means on
             the neighbour-smoothed features; ``"random"``: the paper's random head; ``"scan"``:
             from SCAN's clustering step on the same features, views and 20 neighbours (beyond
-            the paper; see `icbpl.estimator.ICBPL`). Fine-tuning (``finetune`` ``"last2"`` /
+            the paper; see `icbpl.model.estimator.ICBPL`). Fine-tuning (``finetune`` ``"last2"`` /
             ``"all"``) always starts its head at random, as the paper does.
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
             by default).
         n_heads: train this many heads from different seeds and keep the one with the best
-            label-free score (beyond the paper; `icbpl.estimator.ICBPL`'s ``n_heads``); costs
+            label-free score (beyond the paper; `icbpl.model.estimator.ICBPL`'s ``n_heads``); costs
             ``n_heads`` times the training.
         self_label_epochs: beyond the paper; after training, distil the clusters into a linear
             classifier and run this many epochs of SCAN's self-labelling
-            (`icbpl.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
+            (`icbpl.model.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
         patience: stop training once the label-free score has not improved for this many
-            epochs (`icbpl.estimator.ICBPL`'s ``patience``); 0: run every epoch.
+            epochs (`icbpl.model.estimator.ICBPL`'s ``patience``); 0: run every epoch.
         finetune: ``"frozen"`` (default): the head is trained on cached features of a fixed
             encoder; ``"last2"`` / ``"all"``: the encoder's last two stages / all its layers are
-            trained with the head (`icbpl.finetune.finetune`, paper section 3.4; views made on
+            trained with the head (`icbpl.deep.finetune.finetune`, paper section 3.4; views made on
             the fly, neighbours re-mined from the current encoder; needs an integer ``k`` and the
             defaults of ``init``, ``n_heads`` and ``self_label_epochs``). The fine-tuned encoder
             is saved in the results folder (``encoder/``).
@@ -127,7 +125,6 @@ class ClusterConfig:
     refresh_every: int = 30
     distance: str = "cosine"
     weight_decay: float = 0.0
-    min_distance_warmup: int = 0
     init: str = "kmeans"
     include_hidden: bool = False
     n_heads: int = 1
@@ -164,9 +161,8 @@ class ClusterConfig:
         for name, (value, low) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PipelineError(f"{name}={value!r} should be an integer >= {low}")
-        params = {icbpl: getattr(self, field) for icbpl, field in ICBPL_FIELDS.items()}
         try:
-            validate_params(params, complete=False, names=ICBPL_FIELDS)
+            validate_params(self.model_params(), complete=False, names=ICBPL_FIELDS)
         except ValueError as err:
             raise PipelineError(str(err)) from None
         if self.input_size is not None and (
@@ -214,6 +210,12 @@ class ClusterConfig:
                 "options or use finetune='frozen'"
             )
 
+    def model_params(self, **run: Any) -> dict[str, Any]:
+        """The `icbpl.model.estimator.ICBPL` parameters this configuration sets, by their ICBPL
+        names (`ICBPL_FIELDS`), with ``run``'s (``n_clusters``, ``epochs`` ...) added:
+        ``ICBPL(**config.model_params(n_clusters=k, ...))``."""
+        return {name: getattr(self, field) for name, field in ICBPL_FIELDS.items()} | run
+
     def resolved_epochs(self, n_images: int) -> int:
         """Training epochs for ``n_images`` images: ``epochs``, or the automatic choice.
 
@@ -241,6 +243,10 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (they would be ignored)."""
+        try:
+            data = drop_retired(data, where="configuration")
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -1,39 +1,26 @@
 """``run_cluster`` with ``finetune="last2"`` or ``"all"``: gradients reach the encoder.
 
-The images, the encoder and the head are trained together by :func:`icbpl.finetune.finetune`
+The images, the encoder and the head are trained together by :func:`icbpl.deep.finetune.finetune`
 (augmented views made on the fly, neighbours re-mined from the current encoder every
 ``refresh_every`` epochs). The results folder holds the same files as a frozen run, plus the
-fine-tuned encoder under ``encoder/`` (an encoder folder, `icbpl.pretrain.read_encoder_folder`),
-which :func:`icbpl.pipeline.predict_run` uses. Under ``torchrun`` every rank trains on its share
-of each global batch and only rank 0 writes.
+fine-tuned encoder under ``encoder/`` (an encoder folder,
+`icbpl.deep.pretrain.read_encoder_folder`), which :func:`icbpl.pipeline.predict_run` uses.
+Under ``torchrun`` every rank trains on its share of each global batch and only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
-from icbpl.pipeline._stages import (
-    build_encoder,
-    image_paths,
-    jsonable,
-    open_source,
-    save_npy,
-    seeded_torch,
-    write_assignments,
-    write_json,
-)
-
-if TYPE_CHECKING:
-    from icbpl.pipeline._run import ClusterRun
+from icbpl.pipeline._config import ClusterConfig, PipelineError
+from icbpl.pipeline._stages import build_encoder, open_source
+from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, write_outputs
 
 __all__ = ["FINETUNED_ENCODER", "run_finetune"]
 
@@ -56,9 +43,10 @@ def _global_batch(config: ClusterConfig, n: int, world: int) -> int:
 def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
-    from icbpl.distributed import context
-    from icbpl.finetune import finetune
-    from icbpl.objective import LossWeights
+    from icbpl.core.objective import LossWeights
+    from icbpl.deep.distributed import context
+    from icbpl.deep.finetune import finetune
+    from icbpl.util.device import seeded
 
     ctx = context()
     n = len(source)
@@ -76,7 +64,7 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
         bar.update(1)
 
     try:
-        with seeded_torch(config.seed):
+        with seeded(config.seed):
             return finetune(
                 encoder,
                 source,
@@ -106,22 +94,17 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
 
 def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
     """An `icbpl.ICBPL` holding the fine-tuned head (for ``model/`` and `predict_run`)."""
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
-    model = ICBPL(
+    # the frozen path's start, schedule, heads and self-labelling do not apply: ICBPL's defaults
+    unused = ("init", "patience", "n_heads", "self_label_epochs")
+    params = config.model_params(
         n_clusters=k,
-        latent_dim=config.latent_dim,
-        hidden=config.hidden,
         epochs=epochs,
         batch_size=result.config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        loss_weights=config.loss_weights,
-        distance=config.distance,
         n_neighbours=result.config.n_neighbours,
-        refresh_every=config.refresh_every,
-        random_state=config.seed,
     )
+    model = ICBPL(**{name: v for name, v in params.items() if name not in unused})
     model.head_ = result.head.cpu().eval()
     model.centroids_ = np.asarray(result.centroids, dtype=np.float32)
     model.classifier_ = None
@@ -135,8 +118,8 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
 
 
 def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
-    from icbpl.checkpoint import save_weights
-    from icbpl.pretrain import encoder_metadata
+    from icbpl.deep.pretrain import encoder_metadata
+    from icbpl.util.checkpoint import save_weights
 
     options = {} if config.input_size is None else {"input_size": config.input_size}
     create = {"encoder": config.encoder, "options": options, "started_from": config.weights}
@@ -144,65 +127,27 @@ def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
     return save_weights(out / FINETUNED_ENCODER, result.encoder.state_dict(), meta)
 
 
-def _summary(
-    config: ClusterConfig,
-    source: Any,
-    result: Any,
-    model: Any,
-    clusters: np.ndarray,
-    timings: dict[str, float],
-    command: str | None,
-    start_digest: str,
+def _parts(
+    config: ClusterConfig, result: Any, model: Any, start_digest: str, processes: int
 ) -> dict[str, Any]:
-    """``summary.json`` of a fine-tuning run (the keys of a frozen run's, plus ``finetune``)."""
-    from icbpl import __version__
-    from icbpl.distributed import context
-    from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
-
-    k, n, labels = model.n_clusters, len(source), source.labels
-    epochs = model.epochs
-    sizes = np.bincount(clusters, minlength=k)
-    enc_cfg = result.encoder.config
-    summary: dict[str, Any] = {
-        "icbpl_version": __version__,
-        "command": command,
-        "settings": config.to_dict(),
-        "n_clusters": k,
+    """What a fine-tuning run adds to ``summary.json``."""
+    return {
         "k_choice": None,
-        "n_images": n,
-        "source": {
-            "path": str(Path(config.path).expanduser().resolve()),
-            "dataset": config.dataset,
-            "split": config.split,
-            "type": type(source).__name__,
-            "fingerprint": source.fingerprint(),
-        },
-        "encoder": {**enc_cfg.to_dict(), "weights_digest": weights_digest(result.encoder)},
         "finetune": {
             "strategy": config.finetune,
             "encoder_file": str(FINETUNED_ENCODER),
             "start_weights_digest": start_digest,
-            "processes": context().world_size,
+            "processes": processes,
             "seconds_per_epoch": result.seconds_per_epoch,
             "config": result.config.to_dict(),
         },
         "features": {},
         "icbpl": model.get_params(),
-        "class_names": source.class_names,
-        "skipped": [list(item) for item in source.skipped],
-        "degraded": [list(item) for item in getattr(source, "degraded", [])],
-        "duplicate_groups": getattr(source, "duplicate_groups", []),
-        "cluster_sizes": sizes.tolist(),
-        "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
-        "metrics": evaluate(labels, clusters) if labels is not None else None,
-        "best_epoch": epochs - 1,
+        "best_epoch": model.epochs - 1,
         "heads": [],
         "self_label": None,
-        "timings": timings,
         "history": result.history,
     }
-    return summary
 
 
 def run_finetune(
@@ -218,26 +163,15 @@ def run_finetune(
     Returns the same `icbpl.pipeline.ClusterRun` (on ranks other than 0 with an empty summary:
     they write nothing).
     """
-    from icbpl.distributed import context
+    from icbpl.deep.distributed import context
     from icbpl.features import weights_digest
-    from icbpl.pipeline._run import ClusterRun
 
     config.validate()
     ctx = context()
     out = Path(out_dir)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    stage = on_stage or (lambda name: None)
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def timed(name: str) -> Iterator[None]:
-        stage(name)
-        t0 = time.perf_counter()
-        yield
-        timings[name] = round(time.perf_counter() - t0, 3)
-
+    timed = StageTimer(on_stage)
     with timed("encoder"):
         encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
         start_digest = weights_digest(encoder)
@@ -263,20 +197,11 @@ def run_finetune(
         latent = np.asarray(result.latent, dtype=np.float32)
         clusters = np.asarray(result.labels, dtype=np.int64)
         scores = (latent @ model.centroids_.T)[np.arange(n), clusters]
-        labels = source.labels
-        write_assignments(
-            out / "assignments.csv", list(source.ids), image_paths(source), clusters, scores, labels
-        )
-        save_npy(out / "latent.npy", latent)
-        save_npy(out / "neighbours.npy", np.asarray(result.neighbours, dtype=np.int64))
-        model.save(out / "model")
+        write_outputs(out, config, source, model, (clusters, scores, latent), result.neighbours)
         _save_encoder(result, out, config)
-        write_json(
-            out / "config.json",
-            {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "config": config.to_dict()},
-        )
-    timings["total"] = round(time.perf_counter() - t_start, 3)
-    summary = _summary(config, source, result, model, clusters, timings, command, start_digest)
-    write_json(out / "summary.json", summary)
-    logger.info("wrote results to %s (%.1f s)", out, timings["total"])
-    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
+    encoder_info = {
+        **result.encoder.config.to_dict(),
+        "weights_digest": weights_digest(result.encoder),
+    }
+    parts = _parts(config, result, model, start_digest, ctx.world_size)
+    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)

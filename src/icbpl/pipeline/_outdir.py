@@ -3,7 +3,7 @@
 While a run is under way, ``.<name>.icbpl-lock`` beside the folder holds its pid under an
 exclusive `fcntl.flock` (released by the kernel even on SIGKILL), so a second run on the same
 folder stops with a message naming that pid. The run writes into ``.<name>.icbpl-staging-<pid>``;
-on success the manifest (`icbpl._manifest`) is written there and the staging folder takes the
+on success the manifest (`icbpl.util.manifest`) is written there and the staging folder takes the
 place of ``--out`` in one atomic exchange (``renameat2(RENAME_EXCHANGE)`` on Linux, else two
 renames). The previous results then lose only the files their manifest lists: any other file
 in them is moved into the new folder. A run that fails or is interrupted removes its staging
@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
-from icbpl._manifest import MANIFEST, listed_files, read_manifest, write_manifest
 from icbpl.pipeline._config import PipelineError
 from icbpl.pipeline._stages import RUN_OUTPUTS
+from icbpl.util.manifest import MANIFEST, listed_files, read_manifest, write_manifest
 
 __all__ = ["ResultsFolder", "check_out_dir", "refuse_run_output"]
 

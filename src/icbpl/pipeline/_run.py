@@ -3,73 +3,53 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icbpl._csvcell import restore_cell
-from icbpl.pipeline._config import CONFIG_FORMAT, CONFIG_VERSION, ClusterConfig, PipelineError
+from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import refuse_run_output
 from icbpl.pipeline._stages import (
     build_encoder,
     extract,
     image_paths,
-    jsonable,
     neutralised_rows,
     open_source,
     resolve_k,
-    save_npy,
-    seeded_torch,
-    source_loader,
     write_assignments,
-    write_json,
+)
+from icbpl.pipeline._summary import (
+    ClusterRun,
+    StageCallback,
+    StageTimer,
+    finish_run,
+    peak_rss_mb,
+    save_novelty,
+    unassigned_by_rule,
+    write_outputs,
 )
 
 if TYPE_CHECKING:
-    from icbpl.estimator import ICBPL
+    from icbpl.model.estimator import ICBPL
 
-__all__ = ["ClusterRun", "Prediction", "cluster_into", "image_loader_for", "predict_run"]
+__all__ = ["ClusterRun", "Prediction", "cluster_into", "predict_run"]
 
 logger = logging.getLogger(__name__)
 
-StageCallback = Callable[[str], None]
-
 #: Fewer images than this per cluster get a warning: too few to learn or judge clusters from.
 MIN_PER_CLUSTER = 5
-#: The encoder-feature centroid of every cluster, for the novelty rule of `predict_run`.
-FEATURE_CENTROIDS = "feature_centroids.npy"
-
-
-@dataclass
-class ClusterRun:
-    """What :func:`run_cluster` produced.
-
-    Attributes:
-        out_dir: the results folder.
-        summary: the contents of ``summary.json``.
-        labels: ``(N,)`` cluster of each image.
-        source: the image source that was clustered (for reports of array datasets).
-    """
-
-    out_dir: Path
-    summary: dict[str, Any]
-    labels: np.ndarray
-    source: Any = field(repr=False, default=None)
 
 
 @dataclass
 class Prediction:
     """What :func:`predict_run` produced: the CSV written and a summary of it; ``unassigned``
-    marks the images far from every cluster (`icbpl.novelty`; ``None`` for older runs)."""
+    marks the images far from every cluster (`icbpl.core.novelty`; ``None`` for older runs)."""
 
     out_csv: Path
     labels: np.ndarray
@@ -111,12 +91,7 @@ def cluster_into(
         icbpl.data.DataError: no images, unknown dataset.
         ImportError, FileNotFoundError: weights that are not installed or not found.
     """
-    from icbpl import __version__
-    from icbpl.device import resolve_device
-    from icbpl.estimator import ICBPL
-    from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
 
     config.validate()
     if config.finetune != "frozen":
@@ -124,24 +99,57 @@ def cluster_into(
 
         return run_finetune(config, folder, progress=progress, on_stage=on_stage, command=command)
     out = Path(folder)
-    stage = on_stage or (lambda name: None)
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
+    timed = StageTimer(on_stage)
+    encoder, encoder_info = _encoder_stage(config, timed)
+    source, fs = _data_stages(config, encoder, timed, progress)
+    # the cache's read-only memory maps, never copied whole (read block by block)
+    features = np.asarray(fs.features, dtype=np.float32)
+    views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
+    with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
+        k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
+    n_neighbours = _check_sizes(config, len(source), k, k_choice, on_note)
+    # init="scan": SCAN's clustering step takes 20 neighbours; the kNN loss its first n_neighbours
+    n_mine = min(max(20, n_neighbours), len(source) - 1) if config.init == "scan" else n_neighbours
+    with timed("neighbours"):
+        neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
+    with timed("train"):
+        model = _fit(config, features, views, neighbours, source.labels, k, n_neighbours)
+    with timed("write"):
+        latent = model.transform(features).astype(np.float32)
+        clusters, scores = _assign(model, features, latent, model.labels_)
+        kept = neighbours[:, :n_neighbours] if neighbours is not None and n_neighbours else None
+        write_outputs(out, config, source, model, (clusters, scores, latent), kept)
+        novelty = save_novelty(out, features, clusters, k)
+    parts = {
+        "k_choice": k_choice,
+        "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
+        **_model_parts(model),
+        "csv_neutralised": neutralised_rows(list(source.ids), image_paths(source)),
+        "novelty": novelty,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
 
-    def timed(name: str) -> contextlib.AbstractContextManager[None]:
-        @contextlib.contextmanager
-        def block() -> Iterator[None]:
-            stage(name)
-            t0 = time.perf_counter()
-            yield
-            timings[name] = round(time.perf_counter() - t0, 3)
 
-        return block()
+def _model_parts(model: ICBPL) -> dict[str, Any]:
+    """The fitted model's entries of ``summary.json``."""
+    return {
+        "icbpl": model.get_params(),
+        "best_epoch": int(model.best_epoch_),
+        "heads": model.heads_,
+        "self_label": model.self_label_,
+        "history": [dataclasses.asdict(r) for r in model.history_],
+    }
+
+
+def _encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[str, Any]]:
+    """The run's encoder, and its ``summary.json`` entry (config and weights digest)."""
+    from icbpl.features import weights_digest
 
     with timed("encoder"):
         encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
         enc_cfg = encoder.config
-        digest = weights_digest(encoder)
+        info = {**enc_cfg.to_dict(), "weights_digest": weights_digest(encoder)}
         if enc_cfg.supervised:
             logger.info(
                 "encoder %s uses weights trained with labels (supervised): the clustering is not "
@@ -150,7 +158,13 @@ def cluster_into(
             )
         if enc_cfg.weights == "random":
             logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
+    return encoder, info
 
+
+def _data_stages(
+    config: ClusterConfig, encoder: Any, timed: StageTimer, progress: bool
+) -> tuple[Any, Any]:
+    """The image source (stage ``images``) and its feature set (stage ``features``)."""
     with timed("images"):
         source = open_source(
             config.path,
@@ -164,7 +178,6 @@ def cluster_into(
             raise PipelineError(
                 f"{n} images should be >= k={config.k} clusters; pass a smaller --k or add images"
             )
-
     with timed("features"):
         fs = extract(
             encoder,
@@ -177,13 +190,17 @@ def cluster_into(
             seed=config.seed,
             progress=progress,
         )
-        # the cache's read-only memory maps, never copied whole: neighbours, training and
-        # writing read them block by block
-        features = np.asarray(fs.features, dtype=np.float32)
-        views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
+    return source, fs
 
-    with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
-        k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
+
+def _check_sizes(
+    config: ClusterConfig,
+    n: int,
+    k: int,
+    k_choice: dict[str, Any] | None,
+    on_note: StageCallback | None,
+) -> int:
+    """Refuse fewer images than clusters, warn about small ones; the neighbours to use."""
     if n < k:
         raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
     if k_choice is not None and on_note is not None:
@@ -204,132 +221,32 @@ def cluster_into(
             n_neighbours,
             config.n_neighbours,
         )
+    return n_neighbours
 
-    # init="scan": SCAN's clustering step takes 20 neighbours; the kNN loss its first n_neighbours
-    n_mine = min(max(20, n_neighbours), n - 1) if config.init == "scan" else n_neighbours
-    with timed("neighbours"):
-        neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
 
-    with timed("train"):
-        device = resolve_device(config.device)
-        model = ICBPL(
+def _fit(
+    config: ClusterConfig,
+    features: np.ndarray,
+    views: np.ndarray | None,
+    neighbours: np.ndarray | None,
+    labels: np.ndarray | None,
+    k: int,
+    n_neighbours: int,
+) -> ICBPL:
+    """`ICBPL` with the configuration's parameters, fitted on the features (seeded)."""
+    from icbpl.model.estimator import ICBPL
+    from icbpl.util.device import resolve_device, seeded
+
+    model = ICBPL(
+        **config.model_params(
             n_clusters=k,
-            latent_dim=config.latent_dim,
-            hidden=config.hidden,
-            epochs=config.resolved_epochs(n),
-            patience=config.patience,
-            batch_size=config.train_batch_size,
-            lr=config.lr,
-            loss_weights=config.loss_weights,
+            epochs=config.resolved_epochs(len(features)),
             n_neighbours=n_neighbours,
-            refresh_every=config.refresh_every,
-            distance=config.distance,
-            weight_decay=config.weight_decay,
-            min_distance_warmup=config.min_distance_warmup,
-            init=config.init,
-            n_heads=config.n_heads,
-            self_label_epochs=config.self_label_epochs,
-            device=str(device),
-            random_state=config.seed,
+            device=str(resolve_device(config.device)),
         )
-        with seeded_torch(config.seed):
-            model.fit(features, source.labels, views=views, neighbours=neighbours)
-
-    with timed("write"):
-        latent = model.transform(features).astype(np.float32)
-        clusters, scores = _assign(model, features, latent, model.labels_)
-        labels = source.labels
-        paths = image_paths(source)
-        write_assignments(
-            out / "assignments.csv", list(source.ids), paths, clusters, scores, labels
-        )
-        save_npy(out / "latent.npy", latent)
-        novelty = _save_novelty(out, features, clusters, k)
-        if neighbours is not None and n_neighbours:
-            save_npy(out / "neighbours.npy", neighbours[:, :n_neighbours].astype(np.int64))
-        model.save(out / "model")
-        write_json(
-            out / "config.json",
-            {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "config": config.to_dict()},
-        )
-    timings["total"] = round(time.perf_counter() - t_start, 3)
-
-    sizes = np.bincount(clusters, minlength=k)
-    metrics = evaluate(labels, clusters) if labels is not None else None
-    summary: dict[str, Any] = {
-        "icbpl_version": __version__,
-        "command": command,
-        "settings": config.to_dict(),
-        "n_clusters": k,
-        "k_choice": k_choice,
-        "n_images": n,
-        "source": {
-            "path": str(Path(config.path).expanduser().resolve()),
-            "dataset": config.dataset,
-            "split": config.split,
-            "type": type(source).__name__,
-            "fingerprint": source.fingerprint(),
-        },
-        "encoder": {**enc_cfg.to_dict(), "weights_digest": digest},
-        "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
-        "icbpl": model.get_params(),
-        "class_names": source.class_names,
-        "skipped": [list(item) for item in source.skipped],
-        "csv_neutralised": neutralised_rows(list(source.ids), paths),
-        "degraded": [list(item) for item in getattr(source, "degraded", [])],
-        "duplicate_groups": getattr(source, "duplicate_groups", []),
-        "cluster_sizes": sizes.tolist(),
-        "empty_clusters": np.flatnonzero(sizes == 0).tolist(),
-        "novelty": novelty,
-        "metrics": metrics,
-        "best_epoch": int(model.best_epoch_),
-        "heads": model.heads_,
-        "self_label": model.self_label_,
-        "timings": timings,
-        "peak_rss_mb": peak_rss_mb(),
-        "history": [dataclasses.asdict(r) for r in model.history_],
-    }
-    write_json(out / "summary.json", summary)
-    logger.info("wrote the outputs into %s (%.1f s)", out, timings["total"])
-    return ClusterRun(out_dir=out, summary=jsonable(summary), labels=clusters, source=source)
-
-
-def _save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:
-    """Write ``feature_centroids.npy`` and return the calibrated "unassigned" rule."""
-    from icbpl.novelty import DEFAULT_QUANTILE, calibrate, feature_centroids, similarity
-
-    centroids = feature_centroids(features, clusters, k)
-    save_npy(out / FEATURE_CENTROIDS, centroids)
-    threshold = calibrate(similarity(features, centroids), DEFAULT_QUANTILE)
-    return {
-        "threshold": round(threshold, 6),
-        "quantile": DEFAULT_QUANTILE,
-        "rule": "unassigned when the cosine of the encoder features to the nearest cluster's "
-        f"mean feature direction is below the threshold ({DEFAULT_QUANTILE:.0%} of the "
-        "training images are)",
-    }
-
-
-def _novelty_rule(run: Path) -> tuple[np.ndarray, float] | None:
-    """The run's feature centroids and threshold, or ``None`` for runs saved without them."""
-    summary = run / "summary.json"
-    if not (run / FEATURE_CENTROIDS).is_file() or not summary.is_file():
-        return None
-    rule = json.loads(summary.read_text("utf-8")).get("novelty") or {}
-    if "threshold" not in rule:
-        return None
-    centroids = np.load(run / FEATURE_CENTROIDS, allow_pickle=False)
-    return centroids, float(rule["threshold"])
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (``getrusage``; memory-mapped pages
-    that were read count too)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    )
+    with seeded(config.seed):
+        return model.fit(features, labels, views=views, neighbours=neighbours)
 
 
 def _assign(
@@ -372,9 +289,8 @@ def predict_run(
     Raises:
         PipelineError: ``run_dir`` is not a results folder, or the encoder weights changed.
     """
-    from icbpl.estimator import ICBPL
-    from icbpl.features import weights_digest
-    from icbpl.metrics import evaluate
+    from icbpl.core.metrics import evaluate
+    from icbpl.model.estimator import ICBPL
 
     run = Path(run_dir)
     out = Path(out_csv)
@@ -384,21 +300,7 @@ def predict_run(
     if not (run / "model" / "model.safetensors").is_file():
         raise PipelineError(f"{run / 'model'} holds no saved model; re-run `icbpl cluster`")
     stage("encoder")
-    weights = config.weights
-    if config.finetune != "frozen":  # the run's own fine-tuned encoder
-        from icbpl.pipeline._finetune import FINETUNED_ENCODER
-
-        weights = str(run / FINETUNED_ENCODER)
-    encoder = build_encoder(config.encoder, weights, config.input_size, config.seed)
-    summary_file = run / "summary.json"
-    if summary_file.is_file():
-        recorded = json.loads(summary_file.read_text("utf-8")).get("encoder", {})
-        expected = recorded.get("weights_digest")
-        if expected and weights_digest(encoder) != expected:
-            raise PipelineError(
-                f"the {config.encoder} weights ({config.weights or 'default'}) differ from those "
-                f"the run in {run} was trained with; restore the original weight file"
-            )
+    encoder = _run_encoder(run, config)
     model = ICBPL.load(run / "model")
     stage("images")
     source = open_source(path, dataset, split, progress=progress, include_hidden=include_hidden)
@@ -417,14 +319,7 @@ def predict_run(
     stage("assign")
     features = np.asarray(fs.features, dtype=np.float32)
     clusters, scores = _assign(model, features, model.transform(features))
-    unassigned = None
-    rule = _novelty_rule(run)
-    if rule is not None:
-        from icbpl.novelty import similarity
-
-        unassigned = similarity(features, rule[0]) < rule[1]
-    else:
-        logger.warning("%s has no novelty rule (an older run): no image is marked unassigned", run)
+    unassigned = unassigned_by_rule(run, features)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_assignments(
         out, list(source.ids), image_paths(source), clusters, scores, source.labels, unassigned
@@ -442,29 +337,24 @@ def predict_run(
     )
 
 
-def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
-    """Thumbnail loader for a run on a dataset without image files (for `write_report`).
+def _run_encoder(run: Path, config: ClusterConfig) -> Any:
+    """The encoder of the run in ``run`` (its fine-tuned one, if any), checked against the
+    weights digest its ``summary.json`` recorded."""
+    from icbpl.features import weights_digest
 
-    Rebuilds the run's source from ``config.json`` when ``assignments.csv`` has no paths; returns
-    ``None`` when the rows have paths, or when the source cannot be opened or no longer matches.
-    """
-    run = Path(run_dir)
-    try:
-        config = ClusterConfig.from_file(run)
-        with (run / "assignments.csv").open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (PipelineError, OSError):
-        return None
-    if not rows or any(r.get("path") for r in rows):
-        return None
-    try:
-        source = open_source(
-            config.path, config.dataset, config.split, include_hidden=config.include_hidden
-        )
-    except (ValueError, OSError) as err:
-        logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
-        return None
-    if list(source.ids) != [restore_cell(r["id"]) for r in rows]:
-        logger.warning("no thumbnails: the run's images changed since it ran")
-        return None
-    return source_loader(source)
+    weights = config.weights
+    if config.finetune != "frozen":  # the run's own fine-tuned encoder
+        from icbpl.pipeline._finetune import FINETUNED_ENCODER
+
+        weights = str(run / FINETUNED_ENCODER)
+    encoder = build_encoder(config.encoder, weights, config.input_size, config.seed)
+    summary_file = run / "summary.json"
+    if summary_file.is_file():
+        recorded = json.loads(summary_file.read_text("utf-8")).get("encoder", {})
+        expected = recorded.get("weights_digest")
+        if expected and weights_digest(encoder) != expected:
+            raise PipelineError(
+                f"the {config.encoder} weights ({config.weights or 'default'}) differ from those "
+                f"the run in {run} was trained with; restore the original weight file"
+            )
+    return encoder

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
-import json
 import logging
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from icbpl._atomic import atomic_open, atomic_write_text
-from icbpl._csvcell import neutralise_cell
-from icbpl.pipeline._config import PipelineError
+from icbpl.pipeline._config import ClusterConfig, PipelineError
+from icbpl.util.atomic import atomic_open
+from icbpl.util.csvcell import neutralise_cell, restore_cell
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +66,6 @@ def open_source(
     return load_dataset(str(p), split=split)
 
 
-@contextlib.contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator inside the block and restore the caller's state after it."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def build_encoder(name: str, weights: str | None, input_size: int | None, seed: int) -> Any:
     """``create_encoder(name, weights, input_size=...)``; random weights are drawn from ``seed``.
 
@@ -87,6 +73,7 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
         PipelineError: unknown encoder or an option it does not take.
     """
     from icbpl.encoders import create_encoder, list_encoders
+    from icbpl.util.device import seeded
 
     kwargs: dict[str, Any] = {} if input_size is None else {"input_size": input_size}
     known = list_encoders()
@@ -95,7 +82,7 @@ def build_encoder(name: str, weights: str | None, input_size: int | None, seed: 
             f"unknown encoder {name!r}; choose one of {', '.join(known)} "
             "(`icbpl encoders` lists them) or 'timm:<model>'"
         )
-    with seeded_torch(seed):
+    with seeded(seed):
         try:
             return create_encoder(name, weights=weights, **kwargs)
         except TypeError as err:
@@ -117,7 +104,7 @@ def resolve_k(
 ) -> tuple[int, dict[str, Any] | None]:
     """The number of clusters and, for ``k="auto"``, how it was chosen.
 
-    ``"auto"`` runs `icbpl.choose_k.choose_k` (its default label-free criterion) over
+    ``"auto"`` runs `icbpl.model.choose_k.choose_k` (its default label-free criterion) over
     ``k_range[0]..k_range[1]``, capped below the number of images; the second value then holds
     the candidates, the criterion, the best three k, whether the answer is clear, a one-line
     ``message`` for the screen and the score of every candidate (for ``summary.json``).
@@ -128,7 +115,7 @@ def resolve_k(
     """
     if k != "auto":
         return int(k), None
-    from icbpl.choose_k import choose_k
+    from icbpl.model.choose_k import choose_k
 
     n = len(features)
     lo, hi = k_range
@@ -164,30 +151,6 @@ def cache_dir_path(value: str | None) -> Path | None:
 
         return cache_root() / "features"
     return Path(value).expanduser()
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf -> None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``jsonable(data)`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -253,8 +216,8 @@ def extract(
     seed: int,
     progress: bool,
 ) -> Any:
-    from icbpl.device import resolve_device
     from icbpl.features import extract_features
+    from icbpl.util.device import resolve_device
 
     cache = cache_dir_path(cache_dir)
     return extract_features(
@@ -277,3 +240,31 @@ def source_loader(source: Any) -> Callable[[int], np.ndarray]:
         return np.ascontiguousarray(source.load(i).permute(1, 2, 0).numpy())
 
     return load
+
+
+def image_loader_for(run_dir: str | os.PathLike[str]) -> Callable[[int], np.ndarray] | None:
+    """Thumbnail loader for a run on a dataset without image files (for `write_report`).
+
+    Rebuilds the run's source from ``config.json`` when ``assignments.csv`` has no paths; returns
+    ``None`` when the rows have paths, or when the source cannot be opened or no longer matches.
+    """
+    run = Path(run_dir)
+    try:
+        config = ClusterConfig.from_file(run)
+        with (run / "assignments.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (PipelineError, OSError):
+        return None
+    if not rows or any(r.get("path") for r in rows):
+        return None
+    try:
+        source = open_source(
+            config.path, config.dataset, config.split, include_hidden=config.include_hidden
+        )
+    except (ValueError, OSError) as err:
+        logger.warning("no thumbnails: could not reopen the run's images (%s)", err)
+        return None
+    if list(source.ids) != [restore_cell(r["id"]) for r in rows]:
+        logger.warning("no thumbnails: the run's images changed since it ran")
+        return None
+    return source_loader(source)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from icbpl.data._imageio import open_image, to_rgb_array
+from icbpl.data import open_image, to_rgb_array
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from icbpl._csvcell import restore_cell
+from icbpl.util.csvcell import restore_cell
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _check_features(features: Any, n: int) -> np.ndarray:
 
 def _matches_centroids(feats: np.ndarray, clusters: np.ndarray, cents: np.ndarray) -> bool:
     """Whether ``feats`` reproduce the run's saved feature centroids (the same rows)."""
-    from icbpl.novelty import feature_centroids
+    from icbpl.core.novelty import feature_centroids
 
     if cents.shape != (cents.shape[0], feats.shape[1]) or clusters.max(initial=0) >= len(cents):
         return False

@@ -1,6 +1,6 @@
 """How trustworthy each cluster is, from the encoder features (not the collapsed latent).
 
-* **confidence**: the share of a cluster's images whose margin (`icbpl.novelty.confidence`: the
+* **confidence**: the share of a cluster's images whose margin (`icbpl.core.novelty.confidence`: the
   cosine of the image's features to its cluster's mean feature direction minus the cosine to
   the nearest other cluster's) is at least :data:`CONFIDENT_MARGIN`;
 * **neighbour agreement**: the mean share of an image's nearest neighbours in feature space
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icbpl.novelty import confidence, feature_centroids
+from icbpl.core.novelty import confidence, feature_centroids
 
 __all__ = [
     "CONFIDENT_MARGIN",
@@ -49,7 +49,7 @@ class ClusterQuality:
     """Per-image margins and per-cluster measures of one run.
 
     Attributes:
-        margin: ``(N,)`` feature-space margin of each image (`icbpl.novelty.confidence`).
+        margin: ``(N,)`` feature-space margin of each image (`icbpl.core.novelty.confidence`).
         confident: ``(k,)`` share of each cluster's images with margin >= ``CONFIDENT_MARGIN``
             (NaN for an empty cluster).
         agreement: ``(k,)`` mean share of each cluster's images' neighbours in the same cluster
@@ -133,7 +133,7 @@ def assess(
         features: ``(N, D)`` encoder features of the clustered images.
         clusters: ``(N,)`` cluster index of each image, in ``[0, k)``.
         k: number of clusters.
-        centroids: ``(k, D)`` feature centroids (`icbpl.novelty.feature_centroids`); computed
+        centroids: ``(k, D)`` feature centroids (`icbpl.core.novelty.feature_centroids`); computed
             from ``features`` when ``None``.
         neighbours: ``(N, K)`` nearest neighbours in feature space; no agreement or flags
             when ``None``.

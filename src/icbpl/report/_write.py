@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from icbpl._atomic import atomic_write_bytes
-from icbpl._manifest import add_to_manifest
-from icbpl.metrics import evaluate, match_clusters
+from icbpl.core.metrics import evaluate, match_clusters
 from icbpl.report._html import (
     ClusterView,
     Confusion,
@@ -47,6 +45,8 @@ from icbpl.report._quality import (
     ClusterQuality,
     assess,
 )
+from icbpl.util.atomic import atomic_write_bytes
+from icbpl.util.manifest import add_to_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _quality(res: Results, progress: bool) -> ClusterQuality | None:
     """Margins, agreement and flags from the encoder features (``None`` without them)."""
     if res.features is None or len(res) < 3:
         return None
-    from icbpl.neighbours import mine_neighbours
+    from icbpl.core.neighbours import mine_neighbours
 
     k = min(N_NEIGHBOURS, len(res) - 1)
     neighbours = mine_neighbours(res.features, k, progress=progress)
@@ -302,7 +302,7 @@ def write_report(
     With the encoder features (``features``, or the feature cache named in ``summary.json``),
     each cluster also gets its confident share, its neighbour agreement and "possibly mixed" /
     "possibly split" flags (`icbpl.report._quality`), and images are ranked by their
-    feature-space margin (`icbpl.novelty.confidence`). Without them the map falls back to the
+    feature-space margin (`icbpl.core.novelty.confidence`). Without them the map falls back to the
     latent space and the page says so.
 
     Args:

@@ -1,0 +1,180 @@
+"""The four ICBPL losses, as pure functions over tensors.
+
+Notation: ``z`` are latent features on the unit sphere, shape ``(N, d)``; ``c`` are the PEDCC
+points, shape ``(k, d)``. Every function follows its inputs' device and dtype.
+
+Paper: Zhu, Hu, Wang, "Image Clustering Algorithm Based on Self-Supervised Pretrained Models and
+Latent Feature Distribution Optimization" (arXiv 2408.01920), section 3.3, equations (2)-(6).
+:func:`assignment_loss` is beyond the paper (SCAN's clustering loss on the PEDCC assignment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from icbpl.core.scan import scan_loss
+
+__all__ = [
+    "DISTANCES",
+    "Distance",
+    "assignment_loss",
+    "augmentation_loss",
+    "distance",
+    "min_distance_loss",
+    "mmd_loss",
+    "neighbour_loss",
+]
+
+Distance = Literal["cosine", "euclidean", "composite_cosine"]
+
+
+def _cos(a: Tensor, b: Tensor) -> Tensor:
+    return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    return 1.0 - _cos(a, b)
+
+
+def _euclidean(a: Tensor, b: Tensor) -> Tensor:
+    # eps inside the sqrt keeps the gradient finite where a == b
+    return ((a - b).pow(2).sum(-1) + 1e-12).sqrt()
+
+
+def _composite_cosine(a: Tensor, b: Tensor) -> Tensor:
+    # ICBPC (Hu et al.): shifted cosine 2.1 - 2 cos(a, b) plus an L1 term, weighted 3 : 8.
+    return (2.1 - 2.0 * _cos(a, b)) + (8.0 / 3.0) * (a - b).abs().mean(-1)
+
+
+DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "cosine": _cosine,
+    "euclidean": _euclidean,
+    "composite_cosine": _composite_cosine,
+}
+
+
+def distance(a: Tensor, b: Tensor, kind: str = "cosine") -> Tensor:
+    """Row-wise distance between ``a`` and ``b`` (broadcast over leading dims), shape ``(...,)``.
+
+    ``cosine``: 1 - cos(a, b) (the paper's choice). ``euclidean``: ||a - b||_2 (paper Table 5).
+    ``composite_cosine``: 2.1 - 2 cos + 8/3 mean|a - b| (the "composite cosine distance" of the
+    authors' ICBPC code).
+    """
+    try:
+        fn = DISTANCES[kind]
+    except KeyError:
+        raise ValueError(
+            f"distance={kind!r} is not known; expected one of {sorted(DISTANCES)}"
+        ) from None
+    return fn(a, b)
+
+
+def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5) -> Tensor:
+    """L1: multi-kernel Gaussian MMD between latent features and the PEDCC points (paper eq. 2-3).
+
+    The PEDCC points ``centroids`` (k, d) are tiled in order to the batch count N (as in the
+    authors' code), so a balanced partition is what the MMD favours. With ``X = z`` (N, d) and ``Y``
+    the tiled points, and ``D`` the squared Euclidean distances over ``[X; Y]``,
+
+        K = sum_{i=0}^{kernel_num-1} exp(-D / (b * kernel_mul^(i - kernel_num//2))),
+        b = sum(D) / (4N^2 - 2N)     (mean off-diagonal squared distance, detached),
+        MMD = mean(K_XX + K_YY - K_XY - K_YX).
+
+    With the defaults the bandwidths are {1/4, 1/2, 1, 2, 4} x b. When ``kernel_mul`` is 2 only
+    the widest kernel is exponentiated; each narrower one is the square of the next wider
+    (``exp(-D / (b/2)) = exp(-D / b)^2``), so five kernels cost one ``exp`` and four products.
+    The matrix is computed by blocks: ``K_XY`` once (``mean(K_YX) = mean(K_XY)``), and ``K_YY``,
+    which has no gradient, without autograd; the value is the formula's (tests/test_losses.py).
+    Returns a scalar.
+    """
+    n = z.shape[0]
+    k = centroids.shape[0]
+    reps = -(-n // k)
+    target = centroids.to(dtype=z.dtype, device=z.device).detach().repeat(reps, 1)[:n]
+    zz = z.pow(2).sum(1)
+    tt = target.pow(2).sum(1)
+    d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+    d_xy = (zz[:, None] + tt[None, :] - 2.0 * z @ target.T).clamp_min(0.0)
+    with torch.no_grad():
+        d_yy = (tt[:, None] + tt[None, :] - 2.0 * target @ target.T).clamp_min(0.0)
+        m = 2 * n
+        bandwidth = (d_xx.sum() + 2.0 * d_xy.sum() + d_yy.sum()) / (m * m - m)
+        bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
+        k_yy = _kernel_sum(d_yy, bandwidth, kernel_mul, kernel_num).mean()
+    k_xx = _kernel_sum(d_xx, bandwidth, kernel_mul, kernel_num).mean()
+    k_xy = _kernel_sum(d_xy, bandwidth, kernel_mul, kernel_num).mean()
+    return k_xx + k_yy - 2.0 * k_xy
+
+
+def _kernel_sum(dist2: Tensor, bandwidth: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:
+    """``sum_i exp(-dist2 / (bandwidth * kernel_mul**i))`` for ``i < kernel_num``."""
+    if kernel_mul != 2.0:
+        return torch.stack(
+            [torch.exp(-dist2 / (bandwidth * kernel_mul**i)) for i in range(kernel_num)]
+        ).sum(0)
+    kernel = torch.exp(-dist2 / (bandwidth * 2.0 ** (kernel_num - 1)))
+    total = kernel
+    for _ in range(kernel_num - 1):
+        kernel = kernel * kernel
+        total = total + kernel
+    return total
+
+
+def augmentation_loss(z: Tensor, z_aug: Tensor, kind: str = "cosine") -> Tensor:
+    """L2: augmentation consistency, mean distance between a sample and its view (paper eq. 4).
+
+    ``z`` (N, d), ``z_aug`` (N, d) or (V, N, d) for V views; returns a scalar.
+    """
+    if z_aug.dim() == 3:
+        return distance(z.unsqueeze(0), z_aug, kind).mean()
+    return distance(z, z_aug, kind).mean()
+
+
+def neighbour_loss(z: Tensor, z_neighbours: Tensor, kind: str = "cosine") -> Tensor:
+    """L3: mean distance between a sample and its nearest neighbours (paper eq. 5).
+
+    ``z`` (N, d); ``z_neighbours`` (N, d) for one neighbour each or (N, K, d) for K of them.
+    Returns a scalar.
+    """
+    if z_neighbours.dim() == 3:
+        return distance(z.unsqueeze(1), z_neighbours, kind).mean()
+    return distance(z, z_neighbours, kind).mean()
+
+
+def min_distance_loss(z: Tensor, centroids: Tensor) -> Tensor:
+    """L4: mean over samples of 1 - max_j cos(z_i, c_j), the distance to the nearest PEDCC point.
+
+    ``z`` (N, d), ``centroids`` (k, d); returns a scalar (paper eq. 6).
+    """
+    zn = F.normalize(z, dim=-1)
+    cn = F.normalize(centroids.to(dtype=z.dtype, device=z.device), dim=-1)
+    return (1.0 - (zn @ cn.T).max(dim=1).values).mean()
+
+
+def assignment_loss(
+    z_anchor: Tensor, z_neighbour: Tensor, centroids: Tensor, temperature: float = 0.1
+) -> Tensor:
+    """Beyond the paper: SCAN's clustering loss on the soft assignment to the PEDCC points.
+
+    With ``p_i = softmax(cos(z_i, c) / temperature)`` over the k PEDCC points (the soft version
+    of ICBPL's nearest-centroid rule), this is SCAN's eq. (2) with entropy weight 1
+    (:func:`icbpl.core.scan.scan_loss`): ``-mean_i log <p_i, p_j(i)> - H(mean_i p_i)``, where
+    ``j(i)`` is a neighbour of ``i``. Unlike the cosine neighbour loss (L3), which pulls latents
+    together anywhere on the sphere, it asks neighbours to share a PEDCC point, and its entropy
+    keeps the batch spread over all of them.
+
+    ``z_anchor`` and ``z_neighbour``: (N, d) latents (an augmented view of each sample and of one
+    of its neighbours); ``centroids`` (k, d). Returns a scalar.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} should be > 0")
+    c = F.normalize(centroids.to(dtype=z_anchor.dtype, device=z_anchor.device), dim=-1)
+    p = (F.normalize(z_anchor, dim=-1) @ c.T / temperature).softmax(-1)
+    q = (F.normalize(z_neighbour, dim=-1) @ c.T / temperature).softmax(-1)
+    total, _, _ = scan_loss(p, q, entropy_weight=1.0)
+    return total

@@ -1,0 +1,1 @@
+"""Training through the encoder: Barlow Twins pre-training, end-to-end fine-tuning, DDP helpers."""

@@ -1,0 +1,377 @@
+"""The fine-tuning trainer behind :func:`icbpl.deep.finetune.finetune`: its configuration and
+result, the trained parts of the encoder, and the per-step computation on the ICBPL objective
+(the epoch loop itself is :class:`icbpl.deep.loop.EpochLoop`)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from icbpl.core.head import ProjectionHead
+from icbpl.core.metrics import evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.pedcc import make_pedcc
+from icbpl.deep.distributed import (
+    all_gather_with_grad,
+    broadcast_tensor,
+    context,
+    gather_rows,
+    shard_range,
+    wrap_ddp,
+)
+from icbpl.deep.loop import EpochLoop, StepHook
+from icbpl.deep.pretrain._loop import encoder_metadata
+from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
+from icbpl.deep.runtime import AugmentFn, batches, new_generator, to_float
+from icbpl.util.checkpoint import save_weights
+from icbpl.util.device import autocast_context, peak_memory
+
+if TYPE_CHECKING:
+    from icbpl.encoders import Encoder
+
+__all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "Trainer", "trainable_modules"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("frozen", "last2", "all")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of fine-tuning (recorded in checkpoints and saved results)."""
+
+    n_clusters: int = 10
+    strategy: str = "last2"
+    latent_dim: int = 100
+    hidden: tuple[int, ...] = (512,)
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    warmup_epochs: int = 0
+    final_lr_ratio: float = 0.1
+    weights: LossWeights = field(default_factory=LossWeights)
+    distance: str = "cosine"
+    n_neighbours: int = 4
+    neighbours_per_step: int = 1
+    refresh_every: int = 30
+    n_views: int = 1
+    precision: str = "auto"
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+@dataclass
+class FinetuneResult:
+    """Fine-tuned encoder and head (trained copies), cluster labels and the training record."""
+
+    labels: np.ndarray
+    latent: np.ndarray
+    encoder: Encoder
+    head: ProjectionHead
+    centroids: np.ndarray
+    neighbours: np.ndarray
+    config: FinetuneConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds_per_epoch: float = float("nan")
+    peak_memory_bytes: int = 0
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
+        ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
+        out = Path(directory)
+        save_weights(
+            out / "encoder.safetensors",
+            self.encoder.state_dict(),
+            encoder_metadata(self.encoder, finetune=self.config.to_dict()),
+        )
+        save_weights(
+            out / "head.safetensors",
+            self.head.state_dict(),
+            {
+                "in_dim": self.head.in_dim,
+                "hidden": list(self.head.hidden),
+                "latent_dim": self.head.latent_dim,
+            },
+        )
+        save_weights(
+            out / "result.safetensors",
+            {
+                "labels": torch.from_numpy(self.labels),
+                "latent": torch.from_numpy(self.latent),
+                "centroids": torch.from_numpy(self.centroids),
+                "neighbours": torch.from_numpy(self.neighbours),
+            },
+            {
+                "config": self.config.to_dict(),
+                "history": self.history,
+                "seconds_per_epoch": self.seconds_per_epoch,
+                "peak_memory_bytes": self.peak_memory_bytes,
+            },
+        )
+        return out
+
+
+class _EncoderHead(nn.Module):
+    """``images -> head(encoder.encode(images))``: one module, so DDP sees one forward."""
+
+    def __init__(self, encoder: Encoder, head: ProjectionHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.encoder.encode(images))
+
+
+def trainable_modules(encoder: Encoder, strategy: str) -> list[nn.Module]:
+    """The parts of ``encoder`` that ``strategy`` trains: none, ``stages()[-2:]`` or the whole."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "frozen":
+        return []
+    if strategy == "all":
+        return [encoder]
+    stages = list(encoder.stages())
+    if len(stages) < 2:
+        raise ValueError(f"strategy='last2' needs an encoder with >= 2 stages, got {len(stages)}")
+    return stages[-2:]
+
+
+def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool) -> None:
+    """Train mode for the trained parts, eval mode (fixed BatchNorm statistics) for the rest."""
+    encoder.eval()
+    head.train(training)
+    if training:
+        for module in trainable_modules(encoder, strategy):
+            module.train()
+
+
+class Trainer:
+    """State of one fine-tuning run (private; :func:`finetune` is the entry point)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        images: Tensor,
+        cfg: FinetuneConfig,
+        augment: AugmentFn,
+        dev: torch.device,
+        extract_batch_size: int,
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = context()
+        self.images = images
+        self.augment = augment
+        self.dev = dev
+        self.extract_bs = int(extract_batch_size)
+        torch.manual_seed(cfg.seed)
+        self.encoder = copy.deepcopy(encoder).to(dev)
+        self.cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        if self.cl:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        trained = {
+            id(p) for m in trainable_modules(self.encoder, cfg.strategy) for p in m.parameters()
+        }
+        for p in self.encoder.parameters():
+            p.requires_grad_(id(p) in trained)
+        feature_dim = int(self.encoder.config.feature_dim)
+        self.head = ProjectionHead(feature_dim, cfg.hidden, cfg.latent_dim).to(dev)
+        self.centroids = (
+            torch.from_numpy(make_pedcc(cfg.n_clusters, cfg.latent_dim, cfg.seed)).float().to(dev)
+        )
+        self.model = _EncoderHead(self.encoder, self.head)
+        feats = self._features()
+        self.head.fit_standardisation(feats)
+        self.cache = feats if cfg.strategy == "frozen" else None
+        self.opt = build_optimizer(
+            [
+                (list(self.head.named_parameters()), cfg.lr),
+                (list(self.encoder.named_parameters()), cfg.encoder_lr),
+            ],
+            cfg.optimizer,
+            cfg.weight_decay,
+        )
+        self.steps = images.shape[0] // cfg.batch_size
+        self.sched = WarmupCosine(
+            self.opt, cfg.epochs * self.steps, cfg.warmup_epochs * self.steps, cfg.final_lr_ratio
+        )
+        self.shuffle = new_generator(torch.device("cpu"), cfg.seed)
+        self.aug_gen = new_generator(dev, cfg.seed + 1)
+        self.neighbours: Tensor | None = None
+        self.net = wrap_ddp(self.head if cfg.strategy == "frozen" else self.model, dev)
+
+    # ------------------------------------------------------------------ no-gradient passes
+
+    @torch.no_grad()
+    def _pass(self, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """``fn`` over this rank's shard of the images in eval mode, gathered to (N, ...)."""
+        _set_modes(self.encoder, self.head, self.cfg.strategy, training=False)
+        start, stop = shard_range(self.images.shape[0], self.ctx)
+        outs = []
+        for s in range(start, stop, self.extract_bs):
+            x = to_float(self.images[s : min(stop, s + self.extract_bs)], self.cl)
+            with autocast_context(self.dev, self.cfg.precision):
+                outs.append(fn(x).float())
+        return gather_rows(torch.cat(outs), self.ctx)
+
+    def _features(self) -> Tensor:
+        return self._pass(self.encoder.encode)
+
+    def _latents(self) -> Tensor:
+        return self._pass(self.model)
+
+    def _mine(self) -> Tensor:
+        feats = self.cache if self.cache is not None else self._features()
+        k = self.cfg.n_neighbours
+        if self.ctx.is_main:
+            idx = torch.from_numpy(mine_neighbours(feats, k)).to(self.dev)
+        else:
+            idx = torch.empty((feats.shape[0], k), dtype=torch.int64, device=self.dev)
+        return broadcast_tensor(idx)
+
+    # ------------------------------------------------------------------ training
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "modules": {"encoder": self.encoder, "head": self.head},
+            "optimizers": {"opt": self.opt},
+            "schedulers": {"sched": self.sched},
+            "generators": {"shuffle": self.shuffle, "augment": self.aug_gen},
+        }
+
+    def _step(self, idx: Tensor) -> dict[str, Tensor]:
+        cfg = self.cfg
+        b = idx.shape[0]
+        local = b // self.ctx.world_size
+        lo, hi = self.ctx.rank * local, (self.ctx.rank + 1) * local
+        assert self.neighbours is not None
+        nbr = self.neighbours[idx.to(self.dev)]
+        if cfg.neighbours_per_step < cfg.n_neighbours:
+            pick = torch.rand((b, cfg.n_neighbours), generator=self.shuffle).argsort(dim=1)
+            nbr = nbr.gather(1, pick[:, : cfg.neighbours_per_step].to(self.dev))
+        idx_dev = idx.to(self.dev)
+        x = to_float(self.images[idx_dev], channels_last=False)
+        views = [self.augment(x, self.aug_gen)[lo:hi] for _ in range(cfg.n_views)]
+        idx_l, nbr_l = idx_dev[lo:hi], nbr[lo:hi].reshape(-1)
+        m = cfg.neighbours_per_step
+        if self.cache is not None:
+            with torch.no_grad(), autocast_context(self.dev, cfg.precision):
+                f_views = self.encoder.encode(self._layout(torch.cat(views)))
+            feats = torch.cat([self.cache[idx_l], f_views.float(), self.cache[nbr_l]])
+            with autocast_context(self.dev, cfg.precision):
+                z = self.net(feats)
+        else:
+            nbr_images = to_float(self.images[nbr_l], channels_last=False)
+            batch = self._layout(torch.cat([x[lo:hi], *views, nbr_images]))
+            with autocast_context(self.dev, cfg.precision):
+                z = self.net(batch)
+        z = z.float()
+        z_o, z_v, z_n = z.split([local, local * cfg.n_views, local * m])
+        z_o = all_gather_with_grad(z_o)
+        z_v = all_gather_with_grad(z_v.view(cfg.n_views, local, -1).transpose(0, 1).contiguous())
+        z_n = all_gather_with_grad(z_n.view(local, m, -1))
+        return icbpl_objective(
+            z_o,
+            self.centroids,
+            z_views=z_v.transpose(0, 1),
+            z_neighbours=z_n,
+            weights=cfg.weights,
+            distance=cfg.distance,
+        )
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
+
+    def run(
+        self,
+        labels: np.ndarray | None,
+        eval_every: int,
+        checkpoint_dir: str | Path | None,
+        resume: bool,
+        on_step: StepHook | None,
+    ) -> FinetuneResult:
+        cfg = self.cfg
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        loop = EpochLoop(self._state(), cfg.to_dict(), ckpt, self.dev, on_step)
+        start, history, tensors = loop.resume(resume, "another checkpoint_dir")
+        if "neighbours" in tensors:
+            self.neighbours = tensors["neighbours"].to(self.dev)
+        loop.start()
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            refresh = cfg.refresh_every > 0 and epoch % cfg.refresh_every == 0
+            if self.neighbours is None or refresh:
+                self.neighbours = self._mine()
+            _set_modes(self.encoder, self.head, cfg.strategy, training=True)
+            order = torch.randperm(self.images.shape[0], generator=self.shuffle)
+            batched = batches(order, cfg.batch_size, drop_last=True)
+            means = loop.steps(epoch, batched, self._step, "total", self.opt, self.sched)
+            record: dict[str, float] = {"epoch": epoch, **means}
+            record["seconds"] = time.perf_counter() - t0
+            loop.check_finite(
+                record["total"],
+                f"ICBPL loss became {{}} in epoch {epoch}; lower lr/encoder_lr or use "
+                "precision='fp32'",
+            )
+            if labels is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
+                record.update(evaluate(labels, self._assign(self._latents())))
+            history.append(record)
+            extra = {"neighbours": self.neighbours, "centroids": self.centroids}
+            loop.end_epoch(epoch, history, functools.partial(self._log, record), extra)
+        return self._result(labels, history)
+
+    def _log(self, record: dict[str, float]) -> None:
+        logger.info(
+            "finetune[%s] epoch %d/%d loss %.4f (%.1fs)%s",
+            self.cfg.strategy,
+            record["epoch"] + 1,
+            self.cfg.epochs,
+            record["total"],
+            record["seconds"],
+            f" acc {record['acc']:.4f}" if "acc" in record else "",
+        )
+
+    def _result(self, labels: np.ndarray | None, history: list[dict[str, float]]) -> FinetuneResult:
+        latent = self._latents()
+        assigned = self._assign(latent)
+        if labels is not None:
+            history.append({"epoch": self.cfg.epochs, **evaluate(labels, assigned)})
+        timed = [h["seconds"] for h in history if "seconds" in h]
+        timed = timed[1:] or timed
+        assert self.neighbours is not None
+        return FinetuneResult(
+            labels=assigned,
+            latent=latent.cpu().numpy(),
+            encoder=self.encoder.eval(),
+            head=self.head.eval(),
+            centroids=self.centroids.cpu().numpy(),
+            neighbours=self.neighbours.cpu().numpy(),
+            config=self.cfg,
+            history=history,
+            seconds_per_epoch=sum(timed) / max(1, len(timed)),
+            peak_memory_bytes=peak_memory(self.dev),
+        )
+
+    def _assign(self, latent: Tensor) -> np.ndarray:
+        """Nearest PEDCC point of each latent (by cosine; latents are unit vectors)."""
+        return (latent @ self.centroids.T).argmax(dim=1).cpu().numpy().astype(np.int64)

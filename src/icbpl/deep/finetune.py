@@ -1,0 +1,176 @@
+"""End-to-end ICBPL fine-tuning: encoder + projection head trained with the ICBPL objective.
+
+Paper (arXiv 2408.01920, section 3.4): starting from a self-supervised encoder, the last two
+stages (``last2``) or all layers (``all``) are trained together with the FC head that maps
+features onto the unit sphere, under the same losses as head training (MMD to the PEDCC points,
+augmentation consistency, kNN consistency, distance to the nearest PEDCC point). ``frozen`` keeps
+the encoder fixed (its features of the originals are computed once and cached).
+
+Per step, for a global batch ``B`` of images: ``n_views`` augmented views are made on the fly on
+the training device; one of each sample's ``K`` neighbours (``neighbours_per_step``, SCAN-style
+sampling; the paper's head training uses all ``K`` on cached features) is drawn; originals, views
+and neighbours go through the network in one forward pass, and
+:func:`icbpl.core.objective.icbpl_objective` is evaluated on their latents. Neighbours are the ``K``
+nearest by cosine in the current encoder's feature space (self excluded), mined at epoch 0 and
+again every ``refresh_every`` epochs. The cluster of an image is its nearest PEDCC point.
+
+Frozen modules are put in eval mode so their BatchNorm statistics never move; a checkpoint is
+written after every epoch and ``resume=True`` continues bit-for-bit (CPU, fp32) where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from icbpl.core.objective import LossWeights
+from icbpl.deep._trainer import (
+    STRATEGIES,
+    FinetuneConfig,
+    FinetuneResult,
+    Trainer,
+    trainable_modules,
+)
+from icbpl.deep.distributed import context
+from icbpl.deep.loop import StepHook
+from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
+from icbpl.util.device import resolve_device
+
+if TYPE_CHECKING:
+    from icbpl.encoders import Encoder
+
+__all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "finetune", "trainable_modules"]
+
+
+def finetune(
+    encoder: Encoder,
+    source: Any,
+    n_clusters: int = 10,
+    *,
+    strategy: str = "last2",
+    latent_dim: int = 100,
+    hidden: Sequence[int] = (512,),
+    epochs: int = 50,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    encoder_lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    optimizer: str = "adamw",
+    warmup_epochs: int = 0,
+    final_lr_ratio: float = 0.1,
+    weights: LossWeights | None = None,
+    distance: str = "cosine",
+    n_neighbours: int = 4,
+    neighbours_per_step: int = 1,
+    refresh_every: int = 30,
+    n_views: int = 1,
+    augment: AugmentFn | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+    eval_every: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    on_step: StepHook | None = None,
+    extract_batch_size: int = 512,
+) -> FinetuneResult:
+    """Cluster the images of ``source`` by training ``encoder`` (a copy) and an ICBPL head.
+
+    Args:
+        encoder: an :class:`icbpl.encoders.Encoder` (``encode``, ``stages``, ``config``).
+        source: an :class:`icbpl.data.ImageSource` or uint8 ``(N, 3, H, W)`` images.
+        n_clusters: number of clusters ``k`` (PEDCC points on the ``latent_dim`` sphere).
+        strategy: ``"frozen"``, ``"last2"`` (``encoder.stages()[-2:]`` + head) or ``"all"``.
+        latent_dim, hidden: the head (:class:`icbpl.core.head.ProjectionHead`).
+        epochs, batch_size: ``batch_size`` is the global batch (divisible by the process count);
+            the last incomplete batch of an epoch is dropped.
+        lr, encoder_lr: learning rates of the head and of the trained encoder parts.
+        weight_decay, optimizer: ``"adamw"`` (default), ``"sgd"`` or ``"lars"``.
+        warmup_epochs, final_lr_ratio: linear warm-up then cosine decay to ``final_lr_ratio``.
+        weights, distance: the objective (:func:`icbpl.core.objective.icbpl_objective`); the four
+            paper losses only (``weights.assignment`` must be 0).
+        n_neighbours, neighbours_per_step, refresh_every: ``K`` neighbours per sample, how many
+            of them enter each step (drawn at random), and the re-mining period in epochs
+            (``0``: mined once).
+        n_views: augmented views per sample per step; ``augment(images, generator)`` makes them
+            (default: :class:`icbpl.features.augment.BatchAugment` with its defaults).
+        device, precision, channels_last: as in :func:`icbpl.deep.pretrain.pretrain_barlow_twins`.
+        seed: seeds the head, the PEDCC points, shuffling, neighbour draws and augmentations.
+        labels: ground truth for evaluation only (defaults to ``source.labels``); with
+            ``eval_every > 0`` ACC/NMI/ARI enter the history every ``eval_every`` epochs.
+        checkpoint_dir, resume: a checkpoint per epoch; ``resume=True`` continues from it.
+        on_step: called after each optimiser step with (epoch, step, losses).
+        extract_batch_size: batch size of the no-gradient passes (features, final latents).
+    """
+    cfg = FinetuneConfig(
+        n_clusters=int(n_clusters),
+        strategy=strategy,
+        latent_dim=int(latent_dim),
+        hidden=tuple(int(h) for h in hidden),
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        encoder_lr=float(encoder_lr),
+        weight_decay=float(weight_decay),
+        optimizer=optimizer,
+        warmup_epochs=int(warmup_epochs),
+        final_lr_ratio=float(final_lr_ratio),
+        weights=weights or LossWeights(),
+        distance=distance,
+        n_neighbours=int(n_neighbours),
+        neighbours_per_step=int(neighbours_per_step),
+        refresh_every=int(refresh_every),
+        n_views=int(n_views),
+        precision=precision,
+        channels_last=channels_last,
+        seed=int(seed),
+    )
+    ctx = context()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
+    if cfg.n_clusters < 2 or cfg.epochs < 1 or cfg.n_views < 1:
+        raise ValueError(
+            f"n_clusters={cfg.n_clusters} should be >= 2, epochs={cfg.epochs} >= 1 and "
+            f"n_views={cfg.n_views} >= 1"
+        )
+    if cfg.batch_size < 2 or cfg.batch_size % ctx.world_size:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} should be >= 2 and divisible by the "
+            f"{ctx.world_size} processes"
+        )
+    if not 1 <= cfg.neighbours_per_step <= cfg.n_neighbours:
+        raise ValueError(
+            f"neighbours_per_step={cfg.neighbours_per_step} should lie in [1, n_neighbours="
+            f"{cfg.n_neighbours}]"
+        )
+    if cfg.weights.assignment:
+        raise ValueError(
+            f"weights.assignment={cfg.weights.assignment} is not supported by finetune (the "
+            "fifth loss needs the estimator's anchor/neighbour batches); set it to 0, or fit "
+            "icbpl.ICBPL on extracted features to use it"
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
+    dev = resolve_device(device)
+    size = int(encoder.config.input_size)
+    images = images_as_tensor(source, size).to(dev)
+    n = images.shape[0]
+    if n < cfg.batch_size or n <= cfg.n_neighbours:
+        raise ValueError(
+            f"n_samples={n} should be >= batch_size={cfg.batch_size} and > n_neighbours="
+            f"{cfg.n_neighbours}"
+        )
+    if labels is None:
+        labels = getattr(source, "labels", None)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} images")
+    trainer = Trainer(
+        encoder, images, cfg, augment or default_augment(size, "weak"), dev, extract_batch_size
+    )
+    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)

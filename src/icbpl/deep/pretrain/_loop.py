@@ -1,0 +1,376 @@
+"""The Barlow Twins pre-training loop."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from icbpl.deep.distributed import (
+    all_gather_with_grad,
+    barrier,
+    broadcast_tensor,
+    context,
+    wrap_ddp,
+)
+from icbpl.deep.loop import EpochLoop, StepHook
+from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
+from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
+from icbpl.deep.runtime import (
+    AugmentFn,
+    batches,
+    default_augment,
+    images_as_tensor,
+    new_generator,
+    to_float,
+)
+from icbpl.util.checkpoint import save_weights
+from icbpl.util.device import autocast_context, peak_memory, resolve_device
+
+if TYPE_CHECKING:
+    from icbpl.encoders import Encoder
+
+__all__ = ["PretrainConfig", "PretrainResult", "encoder_metadata", "pretrain_barlow_twins"]
+
+logger = logging.getLogger(__name__)
+
+
+#: Default learning rate per 256 samples of each optimiser (scaled linearly with the batch).
+_BASE_LR = {"lars": 0.3, "sgd": 0.05, "adamw": 1e-3}
+_WEIGHT_DECAY = {"lars": 1e-4, "sgd": 5e-4, "adamw": 1e-4}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Hyper-parameters of Barlow Twins pre-training (recorded with the saved weights)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    projector: tuple[int, ...] = (2048, 2048, 2048)
+    lambd: float | None = 5e-3
+    loss_scale: float = 1.0
+    optimizer: str = "lars"
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    eta: float = 0.02
+    warmup_epochs: int = 10
+    final_lr_ratio: float = 1e-3
+    precision: str = "auto"
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def resolved_lr(self) -> float:
+        """``lr``, or the optimiser's default per 256 samples times ``batch_size / 256``."""
+        return self.lr if self.lr is not None else _BASE_LR[self.optimizer] * self.batch_size / 256
+
+    def resolved_weight_decay(self) -> float:
+        """``weight_decay`` or the optimiser's default."""
+        return self.weight_decay if self.weight_decay is not None else _WEIGHT_DECAY[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["projector"] = list(self.projector)
+        return d
+
+
+@dataclass
+class PretrainResult:
+    """The pre-trained encoder (a trained copy; the input is untouched) and its record."""
+
+    encoder: Encoder
+    history: list[dict[str, float]] = field(default_factory=list)
+    weights_path: Path | None = None
+    seconds_per_epoch: float = float("nan")
+    peak_memory_bytes: int = 0
+
+
+def encoder_metadata(encoder: nn.Module, **extra: Any) -> dict[str, Any]:
+    """JSON description of an encoder's weights: registry name, architecture, config, extras."""
+    from icbpl.encoders.cifar_resnet import architecture_of
+
+    config = getattr(encoder, "config", None)
+    cfg: dict[str, Any] = {}
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        cfg = asdict(config)
+    meta: dict[str, Any] = {"encoder": cfg.get("name"), "config": cfg}
+    arch = architecture_of(encoder)
+    if arch is not None:
+        meta["architecture"] = arch
+    meta.update(extra)
+    return meta
+
+
+def pretrain_barlow_twins(
+    encoder: Encoder,
+    source: Any,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    projector: Sequence[int] = (2048, 2048, 2048),
+    lambd: float | None = 5e-3,
+    loss_scale: float = 1.0,
+    optimizer: str = "lars",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: int = 10,
+    final_lr_ratio: float = 1e-3,
+    augment: AugmentFn | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    on_step: StepHook | None = None,
+    max_seconds: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> PretrainResult:
+    """Pre-train ``encoder`` with Barlow Twins on the images of ``source``.
+
+    Two augmented views of every image are made on the fly, on the training device, in batches;
+    the encoder + projector map both (one forward over the concatenated views) and
+    :func:`barlow_twins_loss` drives the cross-correlation towards the identity. Under
+    ``torchrun`` the loss covers the global batch (:mod:`icbpl.deep.distributed`).
+
+    Args:
+        encoder: an :class:`icbpl.encoders.Encoder` (``encode``, ``config``); a copy is trained.
+        source: an :class:`icbpl.data.ImageSource` or a uint8 ``(N, 3, H, W)`` tensor (may already
+            live on the device); images are resized to ``encoder.config.input_size``.
+        epochs, batch_size: ``batch_size`` is the global batch (divisible by the process count);
+            the last incomplete batch of an epoch is dropped.
+        projector: projector widths (Barlow Twins: 3 layers).
+        lambd: off-diagonal weight (``None``: ``1/D``); ``loss_scale`` multiplies the loss.
+        optimizer: ``"lars"`` (default), ``"sgd"`` or ``"adamw"``; ``lr`` defaults to 0.3 / 0.05 /
+            1e-3 per 256 samples, ``weight_decay`` to 1e-4 / 5e-4 / 1e-4.
+        warmup_epochs, final_lr_ratio: linear warm-up then cosine decay (:class:`WarmupCosine`).
+        augment: ``augment(images, generator)``; default :func:`default_augment` (strong).
+        device: ``None`` picks CUDA, MPS, then CPU; ``precision``: ``auto`` (bf16 autocast on
+            CUDA), ``fp32`` or ``bf16``; ``channels_last`` defaults to True on CUDA.
+        seed: seeds initialisation of the projector, shuffling and augmentations.
+        out_dir: when given, a checkpoint is written every epoch to ``out_dir/checkpoint`` and the
+            final encoder to ``out_dir/encoder.safetensors`` + ``encoder.json`` (loadable with
+            ``create_encoder(name, weights=out_dir / "encoder.safetensors")``).
+        resume: continue from ``out_dir/checkpoint`` when it exists (same settings required).
+        on_step: called after each optimiser step with (epoch, step, {"loss": value}).
+        max_seconds: stop after the first epoch that ends past this wall time (logged; the
+            schedule is not shortened; ``resume=True`` continues it later).
+        metadata: extra JSON entries for ``encoder.json`` (e.g. how to rebuild the encoder).
+    """
+    cfg = PretrainConfig(
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        projector=tuple(int(s) for s in projector),
+        lambd=lambd,
+        loss_scale=float(loss_scale),
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=int(warmup_epochs),
+        final_lr_ratio=float(final_lr_ratio),
+        precision=precision,
+        channels_last=channels_last,
+        seed=int(seed),
+    )
+    _check(cfg, resume, out_dir)
+    dev = resolve_device(device)
+    size = int(encoder.config.input_size)
+    images = images_as_tensor(source, size).to(dev)
+    if images.shape[0] < cfg.batch_size:
+        raise ValueError(f"n_samples={images.shape[0]} should be >= batch_size={cfg.batch_size}")
+    return _train(
+        encoder,
+        images,
+        cfg,
+        augment or default_augment(size),
+        dev,
+        out_dir,
+        resume,
+        on_step,
+        max_seconds,
+        dict(metadata or {}),
+    )
+
+
+def _check(cfg: PretrainConfig, resume: bool, out_dir: str | Path | None) -> None:
+    world = context().world_size
+    if cfg.epochs < 1 or cfg.batch_size < 2:
+        raise ValueError(f"epochs={cfg.epochs} should be >= 1 and batch_size={cfg.batch_size} >= 2")
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} should be divisible by the {world} processes"
+        )
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
+
+
+def _train(
+    encoder: Encoder,
+    images: Tensor,
+    cfg: PretrainConfig,
+    augment: AugmentFn,
+    dev: torch.device,
+    out_dir: str | Path | None,
+    resume: bool,
+    on_step: StepHook | None,
+    max_seconds: float | None,
+    metadata: dict[str, Any],
+) -> PretrainResult:
+    ctx = context()
+    n = images.shape[0]
+    model, net, cl, opt, sched = _model_and_optimiser(encoder, cfg, dev, n // cfg.batch_size)
+    shuffle = new_generator(torch.device("cpu"), cfg.seed)
+    aug_gen = new_generator(dev, cfg.seed + 1)
+    loop = EpochLoop(
+        state={
+            "modules": {"model": model},
+            "optimizers": {"opt": opt},
+            "schedulers": {"sched": sched},
+            "generators": {"shuffle": shuffle, "augment": aug_gen},
+        },
+        config=cfg.to_dict(),
+        checkpoint_dir=Path(out_dir) / "checkpoint" if out_dir is not None else None,
+        device=dev,
+        on_step=on_step,
+    )
+    start, history, _ = loop.resume(resume, "use another out_dir")
+    local = cfg.batch_size // ctx.world_size
+    lo, hi = ctx.rank * local, (ctx.rank + 1) * local
+
+    def step(idx: Tensor) -> dict[str, Tensor]:
+        x = to_float(images[idx.to(dev)], channels_last=False)
+        views = torch.cat([augment(x, aug_gen)[lo:hi], augment(x, aug_gen)[lo:hi]])
+        if cl:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with autocast_context(dev, cfg.precision):
+            z = net(views)
+        z1, z2 = z.float().chunk(2)
+        loss = barlow_twins_loss(all_gather_with_grad(z1), all_gather_with_grad(z2), cfg.lambd)
+        return {"loss": cfg.loss_scale * loss}
+
+    t_run = time.perf_counter()
+    loop.start()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle)
+        means = loop.steps(
+            epoch, batches(order, cfg.batch_size, drop_last=True), step, "loss", opt, sched
+        )
+        record = {
+            "epoch": epoch,
+            "loss": means["loss"],
+            "lr": sched.get_last_lr()[0],
+            "seconds": time.perf_counter() - t0,
+        }
+        loop.check_finite(
+            record["loss"],
+            f"Barlow Twins loss became {{}} in epoch {epoch}; lower lr (now {cfg.resolved_lr()}) "
+            "or use precision='fp32'",
+        )
+        history.append(record)
+        loop.end_epoch(epoch, history, functools.partial(_log_epoch, record, cfg.epochs))
+        if _out_of_time(max_seconds, t_run, dev):
+            logger.warning(
+                "stopping after epoch %d of %d: max_seconds=%s reached",
+                epoch + 1,
+                cfg.epochs,
+                max_seconds,
+            )
+            break
+    return _finish(model.encoder.eval(), cfg, history, out_dir, metadata, dev)
+
+
+def _model_and_optimiser(
+    encoder: Encoder, cfg: PretrainConfig, dev: torch.device, steps: int
+) -> tuple[BarlowTwins, nn.Module, bool, torch.optim.Optimizer, WarmupCosine]:
+    """The encoder copy + projector (seeded), its DDP wrapper, whether it is channels-last, the
+    optimiser and the schedule over ``steps`` steps per epoch."""
+    torch.manual_seed(cfg.seed)
+    model = BarlowTwins(copy.deepcopy(encoder), cfg.projector).to(dev)
+    cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    net = wrap_ddp(model, dev)
+    opt = build_optimizer(
+        [(model.named_parameters(), cfg.resolved_lr())],
+        cfg.optimizer,
+        cfg.resolved_weight_decay(),
+        momentum=cfg.momentum,
+        eta=cfg.eta,
+    )
+    sched = WarmupCosine(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio)
+    return model, net, cl, opt, sched
+
+
+def _log_epoch(record: dict[str, float], epochs: int) -> None:
+    logger.info(
+        "barlow twins epoch %d/%d loss %.4f lr %.3g (%.1fs)",
+        record["epoch"] + 1,
+        epochs,
+        record["loss"],
+        record["lr"],
+        record["seconds"],
+    )
+
+
+def _finish(
+    trained: Encoder,
+    cfg: PretrainConfig,
+    history: list[dict[str, Any]],
+    out_dir: str | Path | None,
+    metadata: dict[str, Any],
+    dev: torch.device,
+) -> PretrainResult:
+    """Save the trained encoder (rank 0, with ``out_dir``), mark its weights, time the epochs."""
+    weights_path = None
+    if out_dir is not None and context().is_main:
+        weights_path = save_weights(
+            Path(out_dir) / "encoder.safetensors",
+            trained.state_dict(),
+            encoder_metadata(
+                trained,
+                pretrain={"method": "barlow_twins", **cfg.to_dict()},
+                history=history,
+                **metadata,
+            ),
+        )
+    barrier()
+    _mark_weights(trained, weights_path, cfg.seed)
+    timed = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
+    return PretrainResult(
+        encoder=trained,
+        history=history,
+        weights_path=weights_path,
+        seconds_per_epoch=sum(timed) / max(1, len(timed)),
+        peak_memory_bytes=peak_memory(dev),
+    )
+
+
+def _out_of_time(max_seconds: float | None, t_run: float, dev: torch.device) -> bool:
+    """Whether ``max_seconds`` have passed since ``t_run``, as rank 0 sees it (every rank gets
+    rank 0's answer, so all of them stop after the same epoch)."""
+    if max_seconds is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - t_run > max_seconds)], device=dev)
+    return bool(broadcast_tensor(late).item())
+
+
+def _mark_weights(encoder: Encoder, path: Path | None, seed: int) -> None:
+    """Give the trained encoder's config a weights identity of its own (file hash when saved)."""
+    if path is not None:
+        identity = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    else:
+        identity = f"barlow_twins:seed={seed}"
+    encoder.config = dataclasses.replace(encoder.config, weights=identity)

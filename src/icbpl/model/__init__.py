@@ -1,0 +1,1 @@
+"""The ``ICBPL`` estimator: its parameters, input checks, training loop, warm starts, files."""

@@ -1,0 +1,410 @@
+"""Training the ICBPL head on fixed embeddings (features of originals, views and neighbours)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from icbpl.core.head import ProjectionHead
+from icbpl.core.metrics import cluster_sizes, evaluate
+from icbpl.core.neighbours import mine_neighbours
+from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.selection import label_free_score
+from icbpl.util.device import requested_threads
+
+__all__ = [
+    "SMALL_BATCH",
+    "EpochRecord",
+    "TrainConfig",
+    "TrainResult",
+    "make_adam",
+    "train_head",
+    "train_threads",
+]
+
+logger = logging.getLogger(__name__)
+
+SMALL_BATCH = 512
+"""Batches up to this many rows train on one torch thread by default: a step of the paper's
+head at batch 100 has too little work to share, and on a machine whose cores are busy two
+threads cost about 14x the CPU of one per step (docs/BENCHMARKS.md)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of head training (defaults: the paper's, section 4.2, unless noted).
+
+    ``patience`` (beyond the paper): stop once the label-free score has not improved for this
+    many epochs (0: run all ``epochs``). ``threads``: torch CPU threads while training; ``None``
+    keeps what an enclosing :func:`icbpl.util.device.cpu_threads` (``--threads``) asked for, else
+    one thread for batches up to :data:`SMALL_BATCH` rows (:func:`train_threads`).
+    """
+
+    n_clusters: int = 10
+    latent_dim: int = 100
+    hidden: tuple[int, ...] = (512,)
+    epochs: int = 60
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    distance: str = "cosine"
+    n_neighbours: int = 4
+    refresh_every: int = 30
+    init_epochs: int = 0
+    assignment_temperature: float = 0.1
+    seed: int = 0
+    patience: int = 0
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did: mean losses, cluster sizes, label-free score, metrics if labels."""
+
+    epoch: int
+    losses: dict[str, float]
+    sizes: list[int]
+    score: float
+    seconds: float
+    metrics: dict[str, float] | None = None
+
+
+@dataclass
+class TrainResult:
+    """The selected head, its epoch, and the per-epoch history."""
+
+    head: ProjectionHead
+    best_epoch: int
+    history: list[EpochRecord]
+    neighbours: np.ndarray
+
+
+def _batches(
+    n: int, batch_size: int, gen: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
+    """One epoch's shuffled index batches; a last batch of one sample is dropped (BatchNorm)."""
+    perm = torch.randperm(n, generator=gen).to(device)
+    for start in range(0, n, batch_size):
+        idx = perm[start : start + batch_size]
+        if idx.numel() >= 2:
+            yield idx
+
+
+def _warm_start(
+    head: ProjectionHead,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    centroids: Tensor,
+    targets: np.ndarray,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> None:
+    """``config.init_epochs`` epochs of ``1 - cos(z_i, c_{t_i})``: latents go to their targets."""
+    n = x.shape[0]
+    if targets.shape != (n,) or targets.min() < 0 or targets.max() >= centroids.shape[0]:
+        raise ValueError(
+            f"init_targets should be ({n},) cluster indices in [0, {centroids.shape[0]}), got "
+            f"shape {targets.shape}"
+        )
+    t = torch.as_tensor(targets, dtype=torch.long, device=x.device)
+    head.train()
+    for epoch in range(config.init_epochs):
+        total, steps = 0.0, 0
+        for idx in _batches(n, config.batch_size, gen, x.device):
+            z = head(x[idx])
+            loss = (1.0 - (z * centroids[t[idx]]).sum(1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        logger.info(
+            "warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / max(steps, 1)
+        )
+
+
+def _step_latents(
+    head: ProjectionHead,
+    x: Tensor,
+    views: Tensor | None,
+    nb_t: Tensor | None,
+    idx: Tensor,
+    assign: bool,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[Tensor, Tensor] | None]:
+    """One head forward over a step's rows: samples, a random view of each, a random
+    neighbour of each and, for the assignment loss, a random (view of a) neighbour as SCAN
+    feeds them (the anchor is the sample's view, the original without views).
+
+    Returns ``(z, z_views, z_neighbours, z_assign)`` (``None`` where not used).
+    """
+    b, dev = idx.numel(), idx.device
+    parts = [x[idx]]
+    if views is not None:
+        pick = torch.randint(views.shape[0], (b,), generator=gen).to(dev)
+        parts.append(views[pick, idx])
+    if nb_t is not None:
+        col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
+        parts.append(x[nb_t[idx, col]])
+    if nb_t is not None and assign:
+        col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
+        j = nb_t[idx, col]
+        if views is None:
+            parts.append(x[j])
+        else:
+            pick = torch.randint(views.shape[0], (b,), generator=gen).to(dev)
+            parts.append(views[pick, j])
+    out = list(head(torch.cat(parts) if len(parts) > 1 else parts[0]).split(b))
+    z = out.pop(0)
+    z_views = out.pop(0) if views is not None else None
+    z_nb = out.pop(0) if nb_t is not None else None
+    z_assign = (z if z_views is None else z_views, out.pop(0)) if out else None
+    return z, z_views, z_nb, z_assign
+
+
+def _embed_labels(
+    head: ProjectionHead, x: Tensor, centroids: Tensor, keep: bool, batch: int = 4096
+) -> tuple[np.ndarray, Tensor | None]:
+    """Every sample's nearest PEDCC point, and (with ``keep``) the latents (N, d)."""
+    was_training = head.training
+    head.eval()
+    labels, latents = [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            z = head(x[i : i + batch])
+            labels.append((z @ centroids.T).argmax(1).cpu())
+            if keep:
+                latents.append(z)
+    head.train(was_training)
+    return torch.cat(labels).numpy(), torch.cat(latents) if keep else None
+
+
+def _fit_standardisation(head: ProjectionHead, x: Tensor, block: int = 65536) -> None:
+    """:meth:`ProjectionHead.fit_standardisation`, by blocks of rows for large ``x`` (float64
+    sums), so a memory-mapped array is never transformed whole."""
+    if x.shape[0] <= block:
+        head.fit_standardisation(x)
+        return
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for i in range(0, x.shape[0], block):
+        part = x[i : i + block].double()
+        total += part.sum(0)
+        squares += (part * part).sum(0)
+    n = x.shape[0]
+    mean = total / n
+    std = ((squares - n * mean * mean).clamp_min(0.0) / (n - 1)).sqrt()
+    scale = std.clamp_min(0.1 * float(std.mean()) + 1e-12)
+    head.set_standardisation(mean.to(x.dtype), scale.to(x.dtype))
+
+
+def make_adam(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for the parameters' device (one pass
+    per tensor: about 2.8x faster than ``foreach`` for the paper's head on one CPU thread,
+    docs/notes/scale.md), else ``foreach``. Same update up to float rounding."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def train_threads(config: TrainConfig, device: torch.device) -> int | None:
+    """Torch CPU threads for training (``None``: leave them as they are)."""
+    if device.type != "cpu" or requested_threads() is not None:
+        return config.threads
+    if config.threads is not None:
+        return config.threads
+    return 1 if config.batch_size <= SMALL_BATCH else None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_head(
+    x: Tensor,
+    centroids: Tensor,
+    config: TrainConfig,
+    *,
+    views: Tensor | None = None,
+    neighbours: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    callback: Callable[[EpochRecord], None] | None = None,
+    init_targets: np.ndarray | None = None,
+) -> TrainResult:
+    """Train a :class:`ProjectionHead` with the ICBPL objective on fixed features.
+
+    Args:
+        x: features (N, D), float32, on the training device.
+        centroids: PEDCC points (k, d) on the same device.
+        config: hyper-parameters.
+        views: features of augmented views (V, N, D), optional.
+        neighbours: (N, K) neighbour indices; mined from ``x`` by cosine if omitted. Every
+            ``config.refresh_every`` epochs they are re-mined from the current latent space.
+        y: labels for evaluation only (recorded in the history; never used for training or
+            selection).
+        callback: called with each epoch's record (progress display).
+        init_targets: optional (N,) cluster index per sample (e.g. k-means labels). Before the
+            ICBPL epochs, ``config.init_epochs`` epochs pull each sample's latent towards the
+            PEDCC point of its target (mean cosine distance; beyond the paper), so training starts
+            from a spread-out partition instead of a random head. These epochs are not in the
+            history and are never selected.
+
+    The returned head is the one of the epoch with the best label-free score
+    (:func:`icbpl.core.selection.label_free_score`). Each step runs the head once over the batch's
+    samples, views and neighbours together (one BatchNorm batch).
+    """
+    if config.patience < 0:
+        raise ValueError(f"patience={config.patience} should be >= 0 (0: run all epochs)")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads={config.threads} should be >= 1 (or None)")
+    with _torch_threads(train_threads(config, x.device)):
+        return _train(x, centroids, config, views, neighbours, y, callback, init_targets)
+
+
+def _train(
+    x: Tensor,
+    centroids: Tensor,
+    config: TrainConfig,
+    views: Tensor | None,
+    neighbours: np.ndarray | None,
+    y: np.ndarray | None,
+    callback: Callable[[EpochRecord], None] | None,
+    init_targets: np.ndarray | None,
+) -> TrainResult:
+    device = x.device
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    n, dim = x.shape
+    head = ProjectionHead(dim, config.hidden, config.latent_dim).to(device)
+    _fit_standardisation(head, x)
+    opt = make_adam(head.parameters(), config.lr, config.weight_decay)
+    k_nb = config.n_neighbours
+    nb = neighbours
+    if nb is None and k_nb > 0:
+        nb = mine_neighbours(x, k_nb, seed=config.seed)
+    nb_t = torch.as_tensor(nb, device=device) if nb is not None else None
+    input_nb = nb
+    if init_targets is not None and config.init_epochs > 0:
+        _warm_start(head, opt, x, centroids, init_targets, config, gen)
+    if config.weights.assignment and nb_t is None:
+        logger.warning("the assignment loss needs neighbours (n_neighbours > 0); it is left out")
+    logger.info("training %d epochs on %d samples", config.epochs, n)
+    history: list[EpochRecord] = []
+    best_score, best_state, best_epoch = -np.inf, copy.deepcopy(head.state_dict()), 0
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config.weights, config, gen)
+        refresh = (
+            nb_t is not None
+            and bool(config.refresh_every)
+            and epoch % config.refresh_every == 0
+            and epoch < config.epochs
+        )
+        labels, latent = _embed_labels(head, x, centroids, keep=refresh)
+        sizes = cluster_sizes(labels, config.n_clusters)
+        record = EpochRecord(
+            epoch=epoch,
+            losses={k: v / max(steps, 1) for k, v in sums.items()},
+            sizes=sizes.tolist(),
+            score=label_free_score(labels, input_nb, config.n_clusters),
+            seconds=time.perf_counter() - t0,
+            metrics=evaluate(y, labels) if y is not None else None,
+        )
+        history.append(record)
+        _log_epoch(record, sizes)
+        if callback is not None:
+            callback(record)
+        if record.score > best_score:
+            best_score, best_epoch = record.score, epoch
+            best_state = copy.deepcopy(head.state_dict())
+        elif config.patience and epoch - best_epoch >= config.patience:
+            logger.info("no better label-free score for %d epochs: stopping", config.patience)
+            break
+        if refresh and latent is not None:
+            nb = mine_neighbours(latent, k_nb, seed=config.seed)
+            nb_t = torch.as_tensor(nb, device=device)
+    head.load_state_dict(best_state)
+    head.eval()
+    return TrainResult(
+        head=head,
+        best_epoch=best_epoch,
+        history=history,
+        neighbours=nb if nb is not None else np.zeros((n, 0), np.int64),
+    )
+
+
+def _epoch(
+    head: ProjectionHead,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    views: Tensor | None,
+    nb_t: Tensor | None,
+    centroids: Tensor,
+    w: LossWeights,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> tuple[dict[str, float], int]:
+    """One pass over shuffled batches; returns the summed losses and the number of steps."""
+    head.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    for idx in _batches(x.shape[0], config.batch_size, gen, x.device):
+        z, z_views, z_nb, z_assign = _step_latents(
+            head, x, views, nb_t, idx, bool(w.assignment), gen
+        )
+        out = icbpl_objective(
+            z,
+            centroids,
+            z_views=z_views,
+            z_neighbours=z_nb,
+            weights=w,
+            distance=config.distance,
+            z_assign=z_assign,
+            temperature=config.assignment_temperature,
+        )
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        opt.step()
+        for key, val in out.items():
+            sums[key] = sums.get(key, 0.0) + float(val.detach())
+        steps += 1
+    return sums, steps
+
+
+def _log_epoch(record: EpochRecord, sizes: np.ndarray) -> None:
+    logger.info(
+        "epoch %d: loss %.4f score %.4f empty %d%s",
+        record.epoch,
+        record.losses.get("total", float("nan")),
+        record.score,
+        int((sizes == 0).sum()),
+        f" acc {record.metrics['acc']:.4f}" if record.metrics else "",
+    )

@@ -1,0 +1,1 @@
+"""Plumbing shared by the packages: atomic files, checkpoints, devices and threads, CSV cells."""
