@@ -101,6 +101,7 @@ KNOWN_LONG: dict[str, set[str]] = {
     "icbpl.model.choose_k": {"choose_k"},
     "icbpl.peers._scan": {"fit_scan"},
     "icbpl.peers._temi": {"fit_temi"},
+    "icbpl.peers._turtle": {"fit_turtle"},
     "icbpl.report._write": {"write_report"},
 }
 

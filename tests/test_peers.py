@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from icbpl.peers._heads import lr_schedule
+from icbpl.core.multihead import lr_schedule
 from torch import Tensor
 
 from icbpl.core.metrics import cluster_accuracy

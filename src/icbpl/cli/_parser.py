@@ -6,6 +6,15 @@ import argparse
 import dataclasses
 from typing import cast
 
+from icbpl.cli._types import (
+    _at_least_one,
+    _k_range_text,
+    _loss_weights,
+    _positive,
+    parse_k,
+    parse_k_range,
+)
+
 __all__ = ["DEFAULTS", "build_parser", "parse_k", "parse_k_range"]
 
 
@@ -23,65 +32,6 @@ def _cluster_defaults() -> dict[str, object]:
 DEFAULTS = _cluster_defaults()
 
 
-def parse_k(text: str) -> int | str:
-    """``--k``: an integer >= 2, or ``"auto"``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected the number of clusters (an integer >= 2) or 'auto', got {text!r}"
-        ) from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"the number of clusters should be >= 2, got {value}")
-    return value
-
-
-def parse_k_range(text: str) -> tuple[int, int]:
-    """``--k-range``: ``LO..HI``, the candidates of ``--k auto`` (both ends included)."""
-    lo_text, sep, hi_text = text.strip().partition("..")
-    try:
-        lo, hi = int(lo_text), int(hi_text)
-    except ValueError:
-        lo = hi = -1
-    if not sep or not 2 <= lo < hi:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected LO..HI with 2 <= LO < HI, e.g. --k-range 2..50"
-        )
-    return lo, hi
-
-
-def _k_range_text(value: object) -> str:
-    lo, hi = cast(tuple[int, int], value)
-    return f"{lo}..{hi}"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _loss_weights(text: str) -> tuple[float, ...]:
-    parts = text.split(",")
-    try:
-        values = tuple(float(v) for v in parts)
-    except ValueError:
-        values = ()
-    if len(values) not in (4, 5) or min(values) < 0:
-        raise argparse.ArgumentTypeError(
-            "expected four or five numbers >= 0 separated by commas "
-            f"(MMD,augmentation,kNN,min-distance[,assignment]), e.g. 8,2,2,1 or 8,2,2,1,2; "
-            f"got {text!r}"
-        )
-    return values
-
-
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_mutually_exclusive_group()
@@ -95,13 +45,6 @@ def _common() -> argparse.ArgumentParser:
         help="log details on stderr and show tracebacks of errors",
     )
     return parent
-
-
-def _at_least_one(text: str) -> int:
-    value = _positive(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:

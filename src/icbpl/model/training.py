@@ -19,6 +19,7 @@ from icbpl.core.metrics import cluster_sizes, evaluate
 from icbpl.core.neighbours import mine_neighbours
 from icbpl.core.objective import LossWeights, icbpl_objective
 from icbpl.core.selection import label_free_score
+from icbpl.model._embedding import embed_labels, fit_standardisation_blocked
 from icbpl.util.device import requested_threads
 
 __all__ = [
@@ -177,42 +178,6 @@ def _step_latents(
     return z, z_views, z_nb, z_assign
 
 
-def _embed_labels(
-    head: ProjectionHead, x: Tensor, centroids: Tensor, keep: bool, batch: int = 4096
-) -> tuple[np.ndarray, Tensor | None]:
-    """Every sample's nearest PEDCC point, and (with ``keep``) the latents (N, d)."""
-    was_training = head.training
-    head.eval()
-    labels, latents = [], []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch):
-            z = head(x[i : i + batch])
-            labels.append((z @ centroids.T).argmax(1).cpu())
-            if keep:
-                latents.append(z)
-    head.train(was_training)
-    return torch.cat(labels).numpy(), torch.cat(latents) if keep else None
-
-
-def _fit_standardisation(head: ProjectionHead, x: Tensor, block: int = 65536) -> None:
-    """:meth:`ProjectionHead.fit_standardisation`, by blocks of rows for large ``x`` (float64
-    sums), so a memory-mapped array is never transformed whole."""
-    if x.shape[0] <= block:
-        head.fit_standardisation(x)
-        return
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    squares = torch.zeros_like(total)
-    for i in range(0, x.shape[0], block):
-        part = x[i : i + block].double()
-        total += part.sum(0)
-        squares += (part * part).sum(0)
-    n = x.shape[0]
-    mean = total / n
-    std = ((squares - n * mean * mean).clamp_min(0.0) / (n - 1)).sqrt()
-    scale = std.clamp_min(0.1 * float(std.mean()) + 1e-12)
-    head.set_standardisation(mean.to(x.dtype), scale.to(x.dtype))
-
-
 def make_adam(
     params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Adam:
@@ -304,7 +269,7 @@ def _train(
     torch.manual_seed(config.seed)
     n, dim = x.shape
     head = ProjectionHead(dim, config.hidden, config.latent_dim).to(device)
-    _fit_standardisation(head, x)
+    fit_standardisation_blocked(head, x)
     opt = make_adam(head.parameters(), config.lr, config.weight_decay)
     k_nb = config.n_neighbours
     nb = neighbours
@@ -328,7 +293,7 @@ def _train(
             and epoch % config.refresh_every == 0
             and epoch < config.epochs
         )
-        labels, latent = _embed_labels(head, x, centroids, keep=refresh)
+        labels, latent = embed_labels(head, x, centroids, keep=refresh)
         sizes = cluster_sizes(labels, config.n_clusters)
         record = EpochRecord(
             epoch=epoch,

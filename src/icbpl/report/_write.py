@@ -32,16 +32,13 @@ from icbpl.report._images import (
     data_uri,
     make_thumbnail,
     project_2d,
-    render_curve,
     render_map,
     subsample,
 )
 from icbpl.report._load import Results, load_results
+from icbpl.report._notes import flag_words, k_choice_html, quality_note
 from icbpl.report._quality import (
-    CONFIDENT_MARGIN,
-    MIXED_AGREEMENT,
     N_NEIGHBOURS,
-    SPLIT_SHARE,
     ClusterQuality,
     assess,
 )
@@ -201,58 +198,6 @@ def _quality(res: Results, progress: bool) -> ClusterQuality | None:
     )
 
 
-def _quality_note(q: ClusterQuality | None, note: str) -> str:
-    """The sentences that explain the confident share and the flags on the page."""
-    if q is None:
-        return (
-            f'<p class="note">No confidence or flags: no encoder features ({esc(note)}). '
-            "Re-run <code>icbpl cluster</code> with the feature cache kept.</p>"
-        )
-    return (
-        f'<p class="note" id="confidence-note"><b>Confident</b> is the share of a cluster\'s '
-        "images whose encoder features are closer to the cluster's average than to any other "
-        f"cluster's average by at least {CONFIDENT_MARGIN} (cosine); on labelled photos, images "
-        "that pass were assigned right far more often than those that do not "
-        "(docs/BENCHMARKS.md, practitioner). <b>Agreement</b> is the share of an image's "
-        f"{q.n_neighbours} nearest neighbours (by those features) in the same cluster. A "
-        f"cluster is flagged <b>possibly mixed</b> below {100 * MIXED_AGREEMENT:.0f}% "
-        "agreement, and two clusters <b>possibly split</b> when at least "
-        f"{100 * SPLIT_SHARE:.0f}% of their neighbour links join one to the other. Flags are "
-        "hints to look at, not verdicts: on labelled photos about two in three pointed at a "
-        "truly mixed or overlapping cluster, and most such clusters went unflagged.</p>"
-    )
-
-
-def _k_choice_html(summary: dict[str, Any]) -> str | None:
-    """The curve of choose_k's scores with the chosen k (``--k auto`` runs only)."""
-    choice = summary.get("k_choice")
-    if not isinstance(choice, dict) or not isinstance(choice.get("scores"), dict):
-        return None
-    try:
-        pairs = sorted((int(k), float(v)) for k, v in choice["scores"].items())
-        chosen = int(summary.get("n_clusters") or 0)
-    except (TypeError, ValueError):
-        return None
-    if len(pairs) < 2:
-        return None
-    png = render_curve([k for k, _ in pairs], [v for _, v in pairs], chosen)
-    caption = (
-        f"Label-free score of each candidate k (silhouette gap; higher is better), k={chosen} "
-        f"used: {choice.get('message', '')}"
-    )
-    return (
-        f'<figure class="map" id="k-curve"><img src="{data_uri(png, "image/png")}" '
-        f'alt="score per k"><figcaption>{esc(caption)}</figcaption></figure>'
-    )
-
-
-def _flag_words(q: ClusterQuality, c: int) -> list[str]:
-    """Short flags of cluster ``c`` for the sizes table."""
-    words = ["possibly mixed"] if c in q.mixed else []
-    words += [f"possibly split with {b if a == c else a}" for a, b, _ in q.split if c in (a, b)]
-    return words
-
-
 def _run_name(folder: Path) -> str:
     """The results folder's name; for ``icbpl cluster --report``, which writes the page in the
     staging folder ``.<name>.icbpl-staging-<pid>``, the name of the folder it becomes."""
@@ -386,14 +331,14 @@ def write_report(
     else:
         inner = '<p class="note">No map: latent.npy not found (or no rows).</p>'
     sections.append(("map", "Map", inner))
-    curve = _k_choice_html(res.summary)
+    curve = k_choice_html(res.summary)
     if curve is not None:
         sections.append(("k-choice", "Choosing k", curve))
     rows = None
     if quality is not None:
-        flags = [_flag_words(quality, c) for c in range(res.n_clusters)]
+        flags = [flag_words(quality, c) for c in range(res.n_clusters)]
         rows = QualityRows(quality.confident, quality.agreement, flags)
-    overview = sizes_html(sizes, set(shown), rows) + _quality_note(quality, res.features_note)
+    overview = sizes_html(sizes, set(shown), rows) + quality_note(quality, res.features_note)
     sections.append(("overview", "Cluster sizes and confidence", overview))
 
     hidden = res.n_clusters - len(shown)
