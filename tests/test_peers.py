@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from icbpl.core.multihead import lr_schedule
 from torch import Tensor
 
 from icbpl.core.metrics import cluster_accuracy
+from icbpl.core.multihead import lr_schedule
 from icbpl.peers import (
     PeerResult,
     Schedule,

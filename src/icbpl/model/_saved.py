@@ -67,6 +67,8 @@ def check_tensors(
     shapes: dict[str, tuple[int, ...]] = {"centroids": (k, d)}
     if "classifier.weight" in tensors or "classifier.bias" in tensors:
         shapes.update({"classifier.weight": (n_in, k), "classifier.bias": (k,)})
+    if "cluster_offsets" in tensors:
+        shapes["cluster_offsets"] = (k,)
     for name, shape in shapes.items():
         if name not in tensors:
             raise ValueError(f"{weights_file} lacks the tensor {name!r}")
@@ -91,6 +93,9 @@ def save_model(model: Any, folder: Path) -> Path:
         weight, bias = model.classifier_
         tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
         tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
+    offsets = getattr(model, "cluster_offsets_", None)
+    if offsets is not None and np.any(offsets):
+        tensors["cluster_offsets"] = torch.from_numpy(np.ascontiguousarray(offsets))
     atomic_write_bytes(folder / "model.safetensors", save(tensors))
     meta = {
         "format_version": FORMAT_VERSION,
@@ -135,6 +140,12 @@ def load_model(cls: Any, folder: Path) -> Any:
         (tensors["classifier.weight"].numpy(), tensors["classifier.bias"].numpy())
         if "classifier.weight" in tensors
         else None
+    )
+    k = int(params["n_clusters"])
+    model.cluster_offsets_ = (
+        tensors["cluster_offsets"].numpy()
+        if "cluster_offsets" in tensors
+        else np.zeros(k, dtype=np.float32)
     )
     model.self_label_ = None
     model.n_features_in_ = int(meta["n_features_in"])

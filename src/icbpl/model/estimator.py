@@ -14,6 +14,7 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from icbpl.core.balance import fill_offsets, min_cluster_size
 from icbpl.core.metrics import evaluate
 from icbpl.core.neighbours import mine_neighbours
 from icbpl.core.objective import LossWeights
@@ -81,7 +82,14 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head),
     ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
     ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
-    ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after).
+    ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after),
+    ``cluster_offsets_`` (k,): added to the scores before the argmax of ``predict``.
+
+    No requested cluster is left empty (beyond the paper, all starts but ``init="random"``):
+    when a cluster ends the fit with fewer than ``N // (10 k)`` samples (at least 1),
+    :func:`icbpl.core.balance.fill_offsets` raises its score offset just enough that its most
+    favourable samples move to it; offsets are zero otherwise, and ``predict`` applies them,
+    so ``fit(X).predict(X)`` still equals ``labels_``.
     """
 
     def __init__(
@@ -191,9 +199,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_features_in_ = x.shape[1]
         self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
         self.self_label_: dict[str, Any] | None = None
+        self.cluster_offsets_ = np.zeros(config.n_clusters, dtype=np.float32)
         self.labels_ = self.predict(x)
         if self.self_label_epochs:
             self._self_label(x, v, labels, config.seed, device)
+        if self.init != "random":
+            self._fill_clusters(x)
         sizes = np.bincount(self.labels_, minlength=config.n_clusters)
         if (sizes == 0).any():
             logger.warning(
@@ -202,6 +213,19 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 config.n_clusters,
             )
         return self
+
+    def _fill_clusters(self, x: np.ndarray) -> None:
+        """Set ``cluster_offsets_`` so that no cluster is smaller than
+        :func:`icbpl.core.balance.min_cluster_size` (zeros when none is), then ``labels_``."""
+        k = int(self.n_clusters)
+        m = min_cluster_size(len(x), k)
+        if np.bincount(self.labels_, minlength=k).min() >= m:
+            return
+        logits = self._logits(x)
+        scores = self.cosine_scores(x) if logits is None else logits
+        self.cluster_offsets_ = fill_offsets(scores, m)
+        self.labels_ = self.predict(x)
+        logger.info("clusters under %d samples filled by per-cluster score offsets", m)
 
     def _fit_heads(
         self,
@@ -322,9 +346,12 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Cluster of each sample: its nearest PEDCC point by cosine (the classifier's argmax
-        after self-labelling)."""
+        after self-labelling), after adding ``cluster_offsets_``."""
         logits = self._logits(X)
         scores = self.cosine_scores(X) if logits is None else logits
+        offsets = getattr(self, "cluster_offsets_", None)
+        if offsets is not None:
+            scores = scores + offsets
         return scores.argmax(axis=1).astype(np.int64)
 
     def fit_predict(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:

@@ -106,7 +106,7 @@ class ClusterConfig:
     k_range: tuple[int, int] = (2, 50)
     dataset: str | None = None
     split: str | None = None
-    encoder: str = "efficientnet_lite0"
+    encoder: str = "efficientnet_lite2"
     weights: str | None = None
     input_size: int | None = None
     views: int = 1

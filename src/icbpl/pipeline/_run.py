@@ -258,8 +258,8 @@ def _assign(
     table = (
         latent @ model.centroids_.T if model.classifier_ is None else model.soft_assign(features)
     )
-    if clusters is None:
-        clusters = table.argmax(axis=1).astype(np.int64)
+    if clusters is None:  # the model's prediction, with its cluster offsets
+        clusters = model.predict(features)
     return clusters, table[np.arange(len(clusters)), clusters]
 
 
