@@ -105,8 +105,8 @@ def main() -> None:
         f"--seeds {a.seeds}"
         + (f" --only {' '.join(a.only)}" if a.only else "")
         + (
-            " --arrays DIR`: features saved from `icbpl_bench.encode` (same encoder, same cache "
-            "code before its format 2) as plain arrays"
+            " --arrays DIR`: features and views from `icbpl_bench.encode` (the feature "
+            "cache, same encoder) saved as plain arrays"
             if a.arrays
             else "`"
         ),
