@@ -23,10 +23,10 @@ def min_cluster_size(n_samples: int, n_clusters: int) -> int:
     return max(1, n_samples // (10 * n_clusters))
 
 
-def fill_offsets(scores: np.ndarray, min_size: int, *, max_rounds: int = 100) -> np.ndarray:
+def fill_offsets(scores: np.ndarray, min_size: int, *, max_rounds: int | None = None) -> np.ndarray:
     """Offsets ``b`` (k,) with at least ``min_size`` samples per cluster under
     ``argmax(scores + b)``, or as close as ``max_rounds`` rounds get (each round fixes the
-    smallest cluster).
+    smallest cluster; default ``20 k``).
 
     Args:
         scores: (N, k) scores of each sample for each cluster (cosines or logits).
@@ -37,7 +37,7 @@ def fill_offsets(scores: np.ndarray, min_size: int, *, max_rounds: int = 100) ->
     if n < k * min_size:
         raise ValueError(f"{n} samples cannot fill {k} clusters of at least {min_size}")
     b = np.zeros(k)
-    for _ in range(max_rounds):
+    for _ in range(20 * k if max_rounds is None else max_rounds):
         t = s + b
         sizes = np.bincount(t.argmax(axis=1), minlength=k)
         j = int(sizes.argmin())
