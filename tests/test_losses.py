@@ -35,11 +35,44 @@ def _mmd_reference(z: np.ndarray, c: np.ndarray) -> float:
     return float(np.mean(k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n]))
 
 
+def _mmd_uniform_reference(z: np.ndarray, c: np.ndarray) -> float:
+    """Loop version of the MMD between the batch and the uniform distribution over ``c``, the
+    bandwidth counting each point as ``N / k`` rows (the tiling made fractional)."""
+    n, k = len(z), len(c)
+    r = n / k
+
+    def d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.array([[np.sum((p - q) ** 2) for q in b] for p in a])
+
+    d_xx, d_xc, d_cc = d2(z, z), d2(z, c), d2(c, c)
+    bw = (d_xx.sum() + 2 * r * d_xc.sum() + r * r * d_cc.sum()) / ((2 * n) ** 2 - 2 * n) / 4.0
+
+    def kern(d: np.ndarray) -> np.ndarray:
+        return sum(np.exp(-d / (bw * 2.0**i)) for i in range(5))
+
+    return float(kern(d_xx).mean() + kern(d_cc).mean() - 2 * kern(d_xc).mean())
+
+
 def test_mmd_matches_reference() -> None:
     rng = np.random.default_rng(0)
-    z, c = _unit(rng, 13, 5), make_pedcc(4, 5)
+    z, c = _unit(rng, 12, 5), make_pedcc(4, 5)
     got = mmd_loss(torch.from_numpy(z), torch.from_numpy(c)).item()
     assert got == pytest.approx(_mmd_reference(z, c), rel=1e-9, abs=1e-12)
+    # k divides N: the uniform target is the authors' tiling
+    assert got == pytest.approx(_mmd_uniform_reference(z, c), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 13, 30])
+def test_mmd_uniform_target_when_k_does_not_divide_n(n: int) -> None:
+    rng = np.random.default_rng(n)
+    z, c = _unit(rng, n, 6), make_pedcc(7, 6)
+    got = mmd_loss(torch.from_numpy(z), torch.from_numpy(c)).item()
+    assert got == pytest.approx(_mmd_uniform_reference(z, c), rel=1e-9, abs=1e-12)
+    # no point is favoured: the order of the PEDCC points does not matter (tiling cut at N
+    # would see only the first N points when N < k)
+    perm = rng.permutation(len(c))
+    again = mmd_loss(torch.from_numpy(z), torch.from_numpy(c[perm])).item()
+    assert again == pytest.approx(got, rel=1e-9)
 
 
 def test_mmd_is_zero_when_distributions_match() -> None:
@@ -190,7 +223,7 @@ def _mmd_five_exponentials(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_mmd_squaring_matches_five_exponentials(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(4)
-    z = torch.nn.functional.normalize(torch.randn(37, 6, generator=gen, dtype=dtype), dim=1)
+    z = torch.nn.functional.normalize(torch.randn(35, 6, generator=gen, dtype=dtype), dim=1)
     c = torch.from_numpy(make_pedcc(5, 6)).to(dtype)
     z.requires_grad_(True)
     got = mmd_loss(z, c)

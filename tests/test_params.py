@@ -91,12 +91,18 @@ def _edit_config(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
         (lambda m: m.update(extra=1), r"unknown field\(s\) \['extra'\]"),
         (lambda m: m.update(n_features_in=0), "n_features_in=0 should be"),
         (lambda m: m.update(best_epoch=99), "best_epoch=99 should be <= epochs=2"),
+        (lambda m: m.update(best_epoch=-1), "best_epoch=-1 should be an integer >= 0"),
     ],
 )
 def test_load_refuses_crafted_config_naming_the_field(saved: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
     _edit_config(saved, edit)
     with pytest.raises(ValueError, match=message):
         ICBPL.load(saved)
+
+
+def test_load_accepts_the_warm_start_as_the_selected_epoch(saved: Path) -> None:
+    _edit_config(saved, lambda m: m.update(best_epoch=0))
+    assert ICBPL.load(saved).best_epoch_ == 0
 
 
 @pytest.mark.parametrize("name", ["centroids", "head.net.0.weight"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from icbpl.core.pedcc import make_pedcc
+from icbpl.model._embedding import embed_labels
 from icbpl.model.training import SMALL_BATCH, TrainConfig, train_head, train_threads
 from icbpl.util.device import cpu_threads
 
@@ -75,3 +76,33 @@ def test_memory_mapped_features_are_not_copied(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert model.labels_.shape == (20000,)
     assert peak < mm.nbytes / 2, f"peak {peak} bytes for {mm.nbytes} bytes of features"
+
+
+def test_the_warm_started_head_is_epoch_0_and_kept_unless_an_epoch_scores_higher() -> None:
+    x = _blobs()
+    rng = np.random.default_rng(0)  # the blobs' own classes, drawn as _blobs draws them
+    rng.standard_normal((3, 12))
+    truth = rng.integers(0, 3, len(x))
+    c = torch.from_numpy(make_pedcc(3, 4)).float()
+    xt = torch.as_tensor(x)
+
+    def run(init_epochs: int) -> object:
+        cfg = TrainConfig(
+            n_clusters=3, latent_dim=4, hidden=(16,), batch_size=50, epochs=4,
+            init_epochs=init_epochs,
+        )  # fmt: skip
+        return train_head(xt, c, cfg, views=xt[None] + 0.01, init_targets=truth)
+
+    # 30 warm-start epochs reach the true partition: no ICBPL epoch scores higher, it is kept
+    exact = run(30)
+    start = exact.start  # type: ignore[attr-defined]
+    assert start is not None and start.epoch == 0
+    assert sorted(start.sizes) == sorted(np.bincount(truth).tolist())
+    assert all(r.score <= start.score for r in exact.history)  # type: ignore[attr-defined]
+    assert exact.best_epoch == 0 and exact.best_record is start  # type: ignore[attr-defined]
+    labels, _ = embed_labels(exact.head, xt, c, keep=False)  # type: ignore[attr-defined]
+    assert np.bincount(labels, minlength=3).tolist() == start.sizes
+    # 3 warm-start epochs leave an unbalanced start that the ICBPL epochs improve on
+    rough = run(3)
+    assert rough.best_epoch >= 1  # type: ignore[attr-defined]
+    assert rough.best_record.score > rough.start.score  # type: ignore[attr-defined]

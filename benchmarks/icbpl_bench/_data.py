@@ -190,7 +190,7 @@ def build_encoder(name: str, weights: str | None = None) -> Encoder:
     feature cache entry, in every run (the caller's random state is left as it was)."""
     from icbpl.pipeline import build_encoder as build
 
-    return cast(Encoder, build(name, weights, None, 0))
+    return cast("Encoder", build(name, weights, None, 0))
 
 
 def encode(

@@ -64,7 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{name:8}  {scores}  {res.seconds[name]:5.1f}s")
     print(
         f"ICBPL: {res.n_views} affine views per image, {res.epochs} epochs, seed {res.seed}; "
-        f"epoch {res.best_epoch} selected without labels. k-means: 10 restarts, same pixels."
+        f"{_selected(res.best_epoch)}. k-means: 10 restarts, same pixels."
     )
     return 0
 
@@ -180,7 +180,7 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     chosen = (
         f"encoder fine-tuned ({tuned}), the last epoch kept"
         if tuned
-        else f"epoch {summary['best_epoch']} selected without labels"
+        else _selected(summary["best_epoch"])
     )
     print(
         f"clustered {summary['n_images']} images into {k} clusters with encoder {enc['name']} "
@@ -374,3 +374,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     total = sum(e.size_bytes for e in entries)
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
     return 0
+
+
+def _selected(best_epoch: int) -> str:
+    """How the kept epoch was chosen, for the closing line."""
+    if best_epoch == 0:
+        return "the warm start kept: no ICBPL epoch had a better label-free score"
+    return f"epoch {best_epoch} selected without labels"

@@ -77,9 +77,13 @@ def distance(a: Tensor, b: Tensor, kind: str = "cosine") -> Tensor:
 def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5) -> Tensor:
     """L1: multi-kernel Gaussian MMD between latent features and the PEDCC points (paper eq. 2-3).
 
-    The PEDCC points ``centroids`` (k, d) are tiled in order to the batch count N (as in the
-    authors' code), so a balanced partition is what the MMD favours. With ``X = z`` (N, d) and ``Y``
-    the tiled points, and ``D`` the squared Euclidean distances over ``[X; Y]``,
+    The target ``Y`` is the uniform distribution over the PEDCC points ``centroids`` (k, d), so a
+    balanced partition is what the MMD favours. When k divides the batch count N this is the
+    authors' code, which tiles the points in order to N rows; otherwise tiling and cutting at N
+    would weigh the first ``N mod k`` points more (and, for N < k, ignore all points past the
+    N-th, emptying those clusters), so each point then enters once with weight N / k (below).
+    With ``X = z`` (N, d), ``Y`` the tiled points, and ``D`` the squared Euclidean distances over
+    ``[X; Y]``,
 
         K = sum_{i=0}^{kernel_num-1} exp(-D / (b * kernel_mul^(i - kernel_num//2))),
         b = sum(D) / (4N^2 - 2N)     (mean off-diagonal squared distance, detached),
@@ -94,8 +98,10 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
     """
     n = z.shape[0]
     k = centroids.shape[0]
-    reps = -(-n // k)
-    target = centroids.to(dtype=z.dtype, device=z.device).detach().repeat(reps, 1)[:n]
+    points = centroids.to(dtype=z.dtype, device=z.device).detach()
+    if n % k:
+        return _mmd_uniform(z, points, kernel_mul, kernel_num)
+    target = points.repeat(n // k, 1)
     zz = z.pow(2).sum(1)
     tt = target.pow(2).sum(1)
     d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
@@ -109,6 +115,31 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
     k_xx = _kernel_sum(d_xx, bandwidth, kernel_mul, kernel_num).mean()
     k_xy = _kernel_sum(d_xy, bandwidth, kernel_mul, kernel_num).mean()
     return k_xx + k_yy - 2.0 * k_xy
+
+
+def _mmd_uniform(z: Tensor, points: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:
+    """`mmd_loss` against the uniform distribution over ``points`` (k, d) for any batch count N.
+
+    The tiling of `mmd_loss` made fractional: each point stands for ``r = N / k`` rows, so
+    ``sum(D)`` over ``[X; Y]`` is ``sum D_XX + 2 r sum D_XP + r^2 sum D_PP`` (``P`` the k points)
+    and the kernel means are over ``X x P`` and ``P x P``. Equal to `mmd_loss` when k divides N.
+    """
+    n, k = z.shape[0], points.shape[0]
+    r = n / k
+    zz = z.pow(2).sum(1)
+    pp = points.pow(2).sum(1)
+    d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+    d_xp = (zz[:, None] + pp[None, :] - 2.0 * z @ points.T).clamp_min(0.0)
+    with torch.no_grad():
+        d_pp = (pp[:, None] + pp[None, :] - 2.0 * points @ points.T).clamp_min(0.0)
+        m = 2 * n
+        total = d_xx.sum() + 2.0 * r * d_xp.sum() + r * r * d_pp.sum()
+        bandwidth = total / (m * m - m)
+        bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
+        k_pp = _kernel_sum(d_pp, bandwidth, kernel_mul, kernel_num).mean()
+    k_xx = _kernel_sum(d_xx, bandwidth, kernel_mul, kernel_num).mean()
+    k_xp = _kernel_sum(d_xp, bandwidth, kernel_mul, kernel_num).mean()
+    return k_xx + k_pp - 2.0 * k_xp
 
 
 def _kernel_sum(dist2: Tensor, bandwidth: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:

@@ -46,10 +46,10 @@ def read_meta(cfg_file: Path, defaults: dict[str, Any], version: int) -> dict[st
     validate_params(meta["params"], where=f"{cfg_file}: params", complete=False)
     meta["params"] = {**defaults, **meta["params"]}
     validate_params(meta["params"], where=f"{cfg_file}: params")
-    for name in ("n_features_in", "best_epoch"):
+    for name, low in (("n_features_in", 1), ("best_epoch", 0)):  # epoch 0: the warm start
         value = meta[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{cfg_file}: {name}={value!r} should be an integer >= 1")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{cfg_file}: {name}={value!r} should be an integer >= {low}")
     if meta["best_epoch"] > meta["params"]["epochs"]:
         raise ValueError(
             f"{cfg_file}: best_epoch={meta['best_epoch']} should be <= "
@@ -151,5 +151,6 @@ def load_model(cls: Any, folder: Path) -> Any:
     model.n_features_in_ = int(meta["n_features_in"])
     model.best_epoch_ = int(meta["best_epoch"])
     model.history_ = []
+    model.start_ = None
     model.heads_ = []
     return model

@@ -78,7 +78,9 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         random_state: seed; the same seed gives the same result on the CPU.
 
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
-    per epoch), ``best_epoch_`` (chosen without labels), ``n_features_in_``, ``neighbours_``,
+    per epoch), ``start_`` (the record of the warm-started head, epoch 0, or ``None``),
+    ``best_epoch_`` (chosen without labels; 0: the warm-started head scored best and is kept),
+    ``n_features_in_``, ``neighbours_``,
     ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head),
     ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
     ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
@@ -195,6 +197,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.centroids_ = centroids.numpy()
         self.history_: list[EpochRecord] = result.history
         self.best_epoch_ = result.best_epoch
+        self.start_: EpochRecord | None = result.start
         self.neighbours_ = result.neighbours
         self.n_features_in_ = x.shape[1]
         self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
@@ -260,14 +263,14 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 init_targets=targets,
             )
             results.append(res)
-            logger.info("head %d: label-free score %.4f", h, res.history[res.best_epoch - 1].score)
-        scores = [r.history[r.best_epoch - 1].score for r in results]
+            logger.info("head %d: label-free score %.4f", h, res.best_record.score)
+        scores = [r.best_record.score for r in results]
         self.heads_ = [
             {
                 "seed": config.seed + 7919 * h,
                 "best_epoch": r.best_epoch,
                 "score": scores[h],
-                "metrics": r.history[r.best_epoch - 1].metrics,
+                "metrics": r.best_record.metrics,
             }
             for h, r in enumerate(results)
         ]

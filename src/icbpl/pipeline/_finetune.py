@@ -113,6 +113,7 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
     model.best_epoch_ = epochs - 1  # no label-free selection: the last epoch's model
     model.labels_ = result.labels
     model.history_ = []
+    model.start_ = None
     model.heads_ = []
     return model
 

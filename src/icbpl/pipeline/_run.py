@@ -136,6 +136,7 @@ def _model_parts(model: ICBPL) -> dict[str, Any]:
     return {
         "icbpl": model.get_params(),
         "best_epoch": int(model.best_epoch_),
+        "start": dataclasses.asdict(model.start_) if model.start_ is not None else None,
         "heads": model.heads_,
         "self_label": model.self_label_,
         "history": [dataclasses.asdict(r) for r in model.history_],

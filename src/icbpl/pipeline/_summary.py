@@ -90,6 +90,7 @@ class RunSummary:
     novelty: dict[str, Any] | None = None
     metrics: dict[str, float] | None
     best_epoch: int
+    start: dict[str, Any] | None = None
     heads: list[dict[str, Any]]
     self_label: dict[str, Any] | None
     timings: dict[str, float]
