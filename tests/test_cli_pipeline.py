@@ -99,28 +99,21 @@ def test_resolved_epochs_aims_at_2000_steps_within_20_to_60() -> None:
     assert ClusterConfig(path="x", k=3, epochs=7).resolved_epochs(10_000) == 7
 
 
-def test_epoch_progress_takes_its_total_from_the_training_start_record() -> None:
-    import logging
-
+def test_epoch_progress_takes_its_total_from_each_start_event() -> None:
     from icbpl.cli._common import EpochProgress
+    from icbpl.model.progress import FitEvent
 
     bar = EpochProgress(None, disable=False)  # a disabled tqdm does not count
-    log = logging.getLogger("icbpl.model.training")
-
-    def record(msg: str, *args: object) -> logging.LogRecord:
-        return log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None)
-
-    bar.emit(record("training %d epochs on %d samples", 20, 10_000))
-    bar.emit(record("epoch %d: loss %.4f score %.4f empty %d%s", 1, 0.5, 0.3, 0, ""))
+    bar(FitEvent("training", "start", 20))
+    bar(FitEvent("training", "epoch", 20, loss=0.5, score=0.3))
     assert bar.bar.total == 20 and bar.bar.n == 1
-    bar.emit(record("training %d epochs on %d samples", 20, 10_000))  # a second head
+    assert bar.bar.postfix == "loss=0.500, score=0.300"
+    bar(FitEvent("training", "start", 20))  # a second head
     assert bar.bar.total == 1 + 20  # the epochs done so far + the new head's
     bar.close()
 
 
 def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs() -> None:
-    import logging
-
     from icbpl import ICBPL
     from icbpl.cli._common import EpochProgress
 
@@ -128,17 +121,24 @@ def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs
     x = (rng.normal(size=(3, 8))[np.repeat(np.arange(3), 40)] * 3).astype(np.float32)
     x += rng.normal(size=x.shape).astype(np.float32)
     bar = EpochProgress(None, disable=False)
-    log = logging.getLogger("icbpl.model.training")
-    level = log.level
-    log.setLevel(logging.INFO)
-    log.addHandler(bar)
-    try:
-        ICBPL(3, epochs=4, batch_size=40, self_label_epochs=3, random_state=0).fit(x)
-    finally:
-        log.removeHandler(bar)
-        log.setLevel(level)
+    seen = []
+
+    def progress(event: object) -> None:
+        seen.append(event)
+        bar(event)  # type: ignore[arg-type]
+
+    fitted = ICBPL(3, epochs=4, batch_size=40, self_label_epochs=3, random_state=0)
+    fitted.fit(x, progress=progress)
     assert (bar.bar.n, bar.bar.total) == (4 + 3, 4 + 3)
     assert bar.bar.desc.startswith("self-labelling")
+    assert [(e.phase, e.kind) for e in seen] == [("training", "start")] + [
+        ("training", "epoch")
+    ] * 4 + [("self-labelling", "start")] + [("self-labelling", "epoch")] * 3
+    scores = [e.score for e in seen if e.phase == "training" and e.kind == "epoch"]
+    assert scores == [r.score for r in fitted.history_]
+    # the callback only observes: the same fit without it gives the same partition
+    plain = ICBPL(3, epochs=4, batch_size=40, self_label_epochs=3, random_state=0).fit(x)
+    assert np.array_equal(plain.labels_, fitted.labels_)
     bar.close()
 
 

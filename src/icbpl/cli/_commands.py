@@ -42,17 +42,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     bar = EpochProgress(args.epochs, disable=args.quiet)
-    training = logging.getLogger("icbpl.model.training")
-    training.addHandler(bar)
     threads = torch.get_num_threads()
     # The demo's matrices are tiny (64 pixels, 100 rows a step), too small to gain from threads;
     # on a shared 2-core machine at load 10 the demo took 38 s with one thread, 490 s with two.
     torch.set_num_threads(1)
     try:
-        res = run_digits_demo(seed=args.seed, epochs=args.epochs, n_views=args.views)
+        res = run_digits_demo(seed=args.seed, epochs=args.epochs, n_views=args.views, progress=bar)
     finally:
         torch.set_num_threads(threads)
-        training.removeHandler(bar)
         bar.close()
     print(
         f"digits: {res.n_samples} images of 8x8 pixels, {res.n_clusters} classes "
@@ -270,6 +267,7 @@ def _run_and_report(args: argparse.Namespace, config: Any, folder: Path) -> tupl
                 progress=not args.quiet,
                 on_stage=reporter,
                 on_note=reporter.note,
+                on_progress=reporter.fit_progress,
                 command=args.command_line,
             )
         finally:

@@ -8,7 +8,10 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from icbpl.model.progress import FitEvent
 
 __all__ = [
     "CliError",
@@ -145,57 +148,46 @@ def log_file(path: Path, *, verbose: bool) -> Iterator[None]:
         handler.close()
 
 
-class EpochProgress(logging.Handler):
-    """A tqdm bar over training epochs, fed by the ``"epoch N: ..."`` records of
-    ``icbpl.model.training`` (the estimator logs each epoch; it has no callback argument), and over
-    the self-labelling epochs that follow (``"self-labelling epoch N/E: ..."``)."""
+class EpochProgress:
+    """A tqdm bar over training epochs and the self-labelling epochs that follow, fed by the
+    :class:`icbpl.model.progress.FitEvent` s of ``ICBPL.fit(progress=...)``: each phase's start
+    adds its epochs to the total (one start per head), each epoch advances the bar."""
 
     def __init__(self, epochs: int | None, *, disable: bool) -> None:
-        super().__init__(logging.INFO)
         self.epochs = epochs
         self.disable = disable
         self._bar: Any = None
 
     @property
     def bar(self) -> Any:
-        """The tqdm bar, shown from the first record on (no empty bar before training starts)."""
+        """The tqdm bar, shown from the first event on (no empty bar before training starts)."""
         if self._bar is None:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.epochs, desc="training", unit="epoch", disable=self.disable)
         return self._bar
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Advance the bar by one epoch for each epoch record; each head's start record adds its
-        epochs to the total."""
-        if not isinstance(record.msg, str):
-            return
-        starts = record.msg.startswith(("training %d epochs", "self-labelling %d epochs"))
-        if starts and isinstance(record.args, tuple) and self._bar is None:
-            first = record.args[0]
-            self.epochs = first if isinstance(first, int) else None  # the bar starts with it
-        if starts and isinstance(record.args, tuple):
-            # one record per head (and one for self-labelling): the total grows by its epochs
-            self.bar.total = self.bar.n + record.args[0]
-            if record.msg.startswith("self-labelling"):
+    def __call__(self, event: FitEvent) -> None:
+        """Show one event of the fit."""
+        if event.kind == "start":
+            if self._bar is None:
+                self.epochs = event.epochs  # the bar starts with it
+            self.bar.total = self.bar.n + event.epochs
+            if event.phase == "self-labelling":
                 self.bar.set_description("self-labelling", refresh=False)
             self.bar.refresh()
-        elif record.msg.startswith("self-labelling epoch "):
-            args = record.args if isinstance(record.args, tuple) else ()
-            if len(args) >= 3:
-                self.bar.set_postfix(loss=f"{args[2]:.3f}", refresh=False)
-            self.bar.update(1)
-        elif record.msg.startswith("epoch ") and record.args:
-            args = record.args if isinstance(record.args, tuple) else ()
-            if len(args) >= 3:
-                self.bar.set_postfix(loss=f"{args[1]:.3f}", score=f"{args[2]:.3f}", refresh=False)
-            self.bar.update(1)
+            return
+        postfix = {} if event.loss is None else {"loss": f"{event.loss:.3f}"}
+        if event.score is not None:
+            postfix["score"] = f"{event.score:.3f}"
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
 
     def close(self) -> None:
         """Close the bar (if one was shown)."""
         if self._bar is not None:
             self._bar.close()
-        super().close()
 
 
 class _AnnouncingStream:
@@ -274,7 +266,11 @@ class StageReporter:
             print(f"icbpl: {STAGE_TEXT.get(stage, stage)} ...", file=self.stream, flush=True)
         if stage == "train":
             self._progress = EpochProgress(self.epochs, disable=self.quiet)
-            logging.getLogger("icbpl.model.training").addHandler(self._progress)
+
+    def fit_progress(self, event: FitEvent) -> None:
+        """``ICBPL.fit``'s progress events: the training bar of the train stage."""
+        if self._progress is not None:
+            self._progress(event)
 
     def note(self, text: str) -> None:
         """Show one line of news (e.g. the chosen k) as it happens."""
@@ -287,7 +283,6 @@ class StageReporter:
             self._features.close()
             self._features = None
         if self._progress is not None:
-            logging.getLogger("icbpl.model.training").removeHandler(self._progress)
             self._progress.close()
             self._progress = None
 

@@ -21,6 +21,7 @@ from icbpl.core.objective import LossWeights
 from icbpl.core.pedcc import make_pedcc
 from icbpl.model._saved import load_model, save_model
 from icbpl.model.params import INITS, validate_params
+from icbpl.model.progress import FitEvent, FitProgress, epoch_events
 from icbpl.model.selflabel import self_label
 from icbpl.model.training import EpochRecord, TrainConfig, TrainResult, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
@@ -80,8 +81,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
     per epoch), ``start_`` (the record of the warm-started head, epoch 0, or ``None``),
     ``best_epoch_`` (chosen without labels; 0: the warm-started head scored best and is kept),
-    ``n_features_in_``, ``neighbours_``,
-    ``heads_`` (seed, selected epoch, label-free score and, with ``y``, metrics of every head),
+    ``n_features_in_``, ``neighbours_``, ``heads_`` (seed, selected epoch, label-free score and,
+    with ``y``, metrics of every head),
     ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
     ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
     ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after),
@@ -162,6 +163,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         *,
         views: Any = None,
         neighbours: Any = None,
+        progress: FitProgress | None = None,
     ) -> ICBPL:
         """Fit the head on features ``X`` (N, D).
 
@@ -173,6 +175,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             neighbours: optional (N, K) neighbour indices; mined by cosine from ``X`` if omitted.
                 The first ``n_neighbours`` columns feed the kNN loss; ``init="scan"`` gives
                 all K to SCAN's clustering step.
+            progress: called with a :class:`icbpl.model.progress.FitEvent` as each phase
+                starts and after each epoch (a progress display; it cannot change the fit).
         """
         validate_params(self.get_params())
         x, v, nb_all, labels = check_fit_inputs(
@@ -192,7 +196,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         if nb_all is None and self.init == "scan":
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
             nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1), seed=config.seed)
-        result = self._fit_heads(config, device, centroids, x, v, nb_all, labels)
+        result = self._fit_heads(config, device, centroids, x, v, nb_all, labels, progress)
         self.head_ = result.head.cpu()
         self.centroids_ = centroids.numpy()
         self.history_: list[EpochRecord] = result.history
@@ -205,7 +209,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.cluster_offsets_ = np.zeros(config.n_clusters, dtype=np.float32)
         self.labels_ = self.predict(x)
         if self.self_label_epochs:
-            self._self_label(x, v, labels, config.seed, device)
+            self._self_label(x, v, labels, config.seed, device, progress)
         if self.init != "random":
             self._fill_clusters(x)
         sizes = np.bincount(self.labels_, minlength=config.n_clusters)
@@ -239,6 +243,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         v: np.ndarray | None,
         nb_all: np.ndarray | None,
         labels: np.ndarray | None,
+        progress: FitProgress | None = None,
     ) -> TrainResult:
         """Train ``n_heads`` heads (each from its warm start) and return the best-scoring one;
         sets ``heads_`` and ``init_metrics_``."""
@@ -261,6 +266,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 neighbours=nb,
                 y=labels,
                 init_targets=targets,
+                callback=epoch_events(progress, config.epochs),
             )
             results.append(res)
             logger.info("head %d: label-free score %.4f", h, res.best_record.score)
@@ -283,15 +289,18 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         labels: np.ndarray | None,
         seed: int,
         device: torch.device,
+        progress: FitProgress | None = None,
     ) -> None:
         """SCAN's self-labelling from ``labels_``: sets ``classifier_``, ``self_label_`` and the
-        new ``labels_`` (progress logged as ``icbpl.model.training`` records)."""
+        new ``labels_`` (each epoch logged, and told to ``progress``)."""
         epochs = int(self.self_label_epochs)
-        train_log = logging.getLogger("icbpl.model.training")
-        train_log.info("self-labelling %d epochs on %d samples", epochs, len(x))
+        logger.info("self-labelling %d epochs on %d samples", epochs, len(x))
+        tell = progress or (lambda event: None)
+        tell(FitEvent("self-labelling", "start", epochs))
 
         def on_epoch(epoch: int, loss: float) -> None:
-            train_log.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+            logger.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+            tell(FitEvent("self-labelling", "epoch", epochs, loss=loss))
 
         sl = self_label(
             x,

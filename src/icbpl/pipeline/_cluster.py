@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from icbpl.pipeline._config import ClusterConfig
 from icbpl.pipeline._outdir import ResultsFolder
 from icbpl.pipeline._run import cluster_into
 from icbpl.pipeline._summary import ClusterRun, StageCallback
+
+if TYPE_CHECKING:
+    from icbpl.model.progress import FitProgress
 
 __all__ = ["run_cluster"]
 
@@ -24,6 +28,7 @@ def run_cluster(
     progress: bool = True,
     on_stage: StageCallback | None = None,
     on_note: StageCallback | None = None,
+    on_progress: FitProgress | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Cluster the images ``config`` names and write a results folder (see the module notes).
@@ -36,7 +41,7 @@ def run_cluster(
         out_dir: results folder: new, empty, or (with ``overwrite``) an earlier run's.
         overwrite: replace the results of an earlier run in ``out_dir`` (only the files its
             manifest lists; a folder icbpl did not write is always refused).
-        progress, on_stage, on_note, command: as for `cluster_into`.
+        progress, on_stage, on_note, on_progress, command: as for `cluster_into`.
 
     Raises:
         PipelineError: as `cluster_into`; ``out_dir`` not usable (`ResultsFolder`).
@@ -55,6 +60,7 @@ def run_cluster(
             progress=progress,
             on_stage=on_stage,
             on_note=on_note,
+            on_progress=on_progress,
             command=command,
         )
     run.out_dir = out

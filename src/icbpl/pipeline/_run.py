@@ -37,6 +37,7 @@ from icbpl.pipeline._summary import (
 
 if TYPE_CHECKING:
     from icbpl.model.estimator import ICBPL
+    from icbpl.model.progress import FitProgress
 
 __all__ = ["ClusterRun", "Prediction", "cluster_into", "predict_run"]
 
@@ -69,6 +70,7 @@ def cluster_into(
     progress: bool = True,
     on_stage: StageCallback | None = None,
     on_note: StageCallback | None = None,
+    on_progress: FitProgress | None = None,
     command: str | None = None,
 ) -> ClusterRun:
     """Run the stages and write the results into the existing ``folder`` (a staging folder of
@@ -84,6 +86,7 @@ def cluster_into(
             ``"images"``, ``"finetune"``, ``"write"``).
         on_note: called with one-line news worth showing on screen as it happens (the chosen k
             and its best candidates, before training).
+        on_progress: ``ICBPL.fit``'s progress events (:class:`icbpl.model.progress.FitEvent`).
         command: the command line, recorded in ``summary.json``.
 
     Raises:
@@ -113,7 +116,8 @@ def cluster_into(
     with timed("neighbours"):
         neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
     with timed("train"):
-        model = _fit(config, features, views, neighbours, source.labels, k, n_neighbours)
+        nb = (neighbours, n_neighbours)
+        model = _fit(config, features, views, nb, source.labels, k, on_progress)
     with timed("write"):
         latent = model.transform(features).astype(np.float32)
         clusters, scores = _assign(model, features, latent, model.labels_)
@@ -229,14 +233,17 @@ def _fit(
     config: ClusterConfig,
     features: np.ndarray,
     views: np.ndarray | None,
-    neighbours: np.ndarray | None,
+    nb: tuple[np.ndarray | None, int],
     labels: np.ndarray | None,
     k: int,
-    n_neighbours: int,
+    progress: FitProgress | None,
 ) -> ICBPL:
-    """`ICBPL` with the configuration's parameters, fitted on the features (seeded)."""
+    """`ICBPL` with the configuration's parameters, fitted on the features (seeded); ``nb``:
+    the mined neighbours and how many of them the kNN loss uses."""
     from icbpl.model.estimator import ICBPL
     from icbpl.util.device import resolve_device, seeded
+
+    neighbours, n_neighbours = nb
 
     model = ICBPL(
         **config.model_params(
@@ -247,7 +254,7 @@ def _fit(
         )
     )
     with seeded(config.seed):
-        return model.fit(features, labels, views=views, neighbours=neighbours)
+        return model.fit(features, labels, views=views, neighbours=neighbours, progress=progress)
 
 
 def _assign(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from icbpl.model.progress import FitProgress
 
 __all__ = ["DemoResult", "run_digits_demo"]
 
@@ -35,13 +38,19 @@ class DemoResult:
 
 
 def run_digits_demo(
-    *, seed: int = 0, epochs: int = 60, n_views: int = 4, n_neighbours: int = 4
+    *,
+    seed: int = 0,
+    epochs: int = 60,
+    n_views: int = 4,
+    n_neighbours: int = 4,
+    progress: FitProgress | None = None,
 ) -> DemoResult:
     """Cluster the digits' raw pixels with ICBPL (affine views) and with k-means, and score both.
 
     ICBPL uses the paper's loss weights (8, 2, 2, 1), ``n_neighbours`` neighbours and
     ``n_views`` views from :func:`icbpl.data.digits.digits_views`; k-means (scikit-learn,
-    10 k-means++ restarts) runs on the same pixels. Both use ``seed``.
+    10 k-means++ restarts) runs on the same pixels. Both use ``seed``. ``progress`` hears
+    ICBPL's fit (:class:`icbpl.model.progress.FitEvent`).
     """
     from sklearn.cluster import KMeans
 
@@ -56,7 +65,7 @@ def run_digits_demo(
     t0 = time.perf_counter()
     views = digits_views(images, n_views, seed=seed).reshape(n_views, len(x), -1)
     model = ICBPL(n_clusters=k, epochs=epochs, n_neighbours=n_neighbours, random_state=seed)
-    model.fit(x, views=views)
+    model.fit(x, views=views, progress=progress)
     icbpl_seconds = time.perf_counter() - t0
     logger.info(
         "digits demo: ICBPL done in %.1f s (best epoch %d)", icbpl_seconds, model.best_epoch_
