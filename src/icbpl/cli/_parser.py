@@ -146,6 +146,15 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "override its values)",
     )
     _source_options(p)
+    _cluster_encoder_options(p)
+    _cluster_model_options(p)
+    _cluster_training_options(p)
+    p.set_defaults(command="cluster")
+
+
+def _cluster_encoder_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl cluster``'s encoder, views and extraction options."""
+    d = DEFAULTS
     p.add_argument("--encoder", metavar="NAME", help=f"encoder (default: {d['encoder']})")
     p.add_argument(
         "--weights",
@@ -173,6 +182,11 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument(
         "--seed", type=_positive, metavar="S", help=f"random seed (default: {d['seed']})"
     )
+
+
+def _cluster_model_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl cluster``'s options of the ICBPL head and its start."""
+    d = DEFAULTS
     p.add_argument(
         "--latent-dim",
         type=_positive,
@@ -206,6 +220,11 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help="stop training once the label-free score has not improved for E epochs (default: "
         "10; 0 runs every epoch)",
     )
+
+
+def _cluster_training_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl cluster``'s options of self-labelling, the losses, fine-tuning and the report."""
+    d = DEFAULTS
     p.add_argument(
         "--self-label-epochs",
         type=_positive,
@@ -249,7 +268,6 @@ def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         default="tsne",
         help="2-D map of the report (default: tsne)",
     )
-    p.set_defaults(command="cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_demo(sub, common)
+    _add_cluster(sub, common)
+    from icbpl.cli._pretrain import add_pretrain_parser
+
+    add_pretrain_parser(sub, common, _source_options)
+    _add_predict(sub, common)
+    _add_encoders(sub, common)
+    _add_report(sub, common)
+    _add_cache(sub, common)
+    return parser
+
+
+def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -280,11 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--views", type=_positive, default=4, help="affine views per image (default: 4)"
     )
 
-    _add_cluster(sub, common)
-    from icbpl.cli._pretrain import add_pretrain_parser
 
-    add_pretrain_parser(sub, common, _source_options)
-
+def _add_predict(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     predict = sub.add_parser(
         "predict",
         parents=[common],
@@ -298,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(predict)
     _extraction_options(predict, from_run=True)
 
+
+def _add_encoders(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     encoders = sub.add_parser(
         "encoders",
         parents=[common],
@@ -311,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folders", nargs="*", metavar="ENCODER_DIR", help="encoder folders to describe"
     )
 
+
+def _add_report(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     report = sub.add_parser(
         "report",
         parents=[common],
@@ -333,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of the map (t-SNE) and the neighbour search (default: all cores); "
         "1 avoids large slow-downs when other jobs share the cores",
     )
+
+
+def _add_cache(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     cache = sub.add_parser(
         "cache",
         parents=[common],
@@ -344,4 +379,3 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument(
         "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
     )
-    return parser

@@ -100,6 +100,12 @@ def add_pretrain_parser(
         "same command with --resume continues the schedule)",
     )
     p.add_argument("--resume", action="store_true", help="continue from ENCODER_DIR/checkpoint")
+    _schedule_options(p)
+    p.set_defaults(command="pretrain")
+
+
+def _schedule_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl pretrain``'s batch, projector, optimiser and run-time options."""
     p.add_argument(
         "--batch-size",
         type=_number(int, 2),
@@ -131,7 +137,6 @@ def add_pretrain_parser(
     )
     p.add_argument("--seed", type=_number(int, 0), default=0, metavar="S", help="(default: 0)")
     p.add_argument("--threads", type=_number(int, 1), metavar="N", help="CPU threads of torch")
-    p.set_defaults(command="pretrain")
 
 
 def _check_out(out: Path, resume: bool) -> None:

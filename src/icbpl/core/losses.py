@@ -99,33 +99,21 @@ def mmd_loss(z: Tensor, centroids: Tensor, kernel_mul: float = 2.0, kernel_num: 
     n = z.shape[0]
     k = centroids.shape[0]
     points = centroids.to(dtype=z.dtype, device=z.device).detach()
-    if n % k:
-        return _mmd_uniform(z, points, kernel_mul, kernel_num)
-    target = points.repeat(n // k, 1)
-    zz = z.pow(2).sum(1)
-    tt = target.pow(2).sum(1)
-    d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
-    d_xy = (zz[:, None] + tt[None, :] - 2.0 * z @ target.T).clamp_min(0.0)
-    with torch.no_grad():
-        d_yy = (tt[:, None] + tt[None, :] - 2.0 * target @ target.T).clamp_min(0.0)
-        m = 2 * n
-        bandwidth = (d_xx.sum() + 2.0 * d_xy.sum() + d_yy.sum()) / (m * m - m)
-        bandwidth = bandwidth.clamp_min(1e-12) / (kernel_mul ** (kernel_num // 2))
-        k_yy = _kernel_sum(d_yy, bandwidth, kernel_mul, kernel_num).mean()
-    k_xx = _kernel_sum(d_xx, bandwidth, kernel_mul, kernel_num).mean()
-    k_xy = _kernel_sum(d_xy, bandwidth, kernel_mul, kernel_num).mean()
-    return k_xx + k_yy - 2.0 * k_xy
+    if n % k == 0:  # the authors' tiling: every point n / k times, each row weighing 1
+        return _mmd_weighted(z, points.repeat(n // k, 1), 1.0, kernel_mul, kernel_num)
+    return _mmd_weighted(z, points, n / k, kernel_mul, kernel_num)
 
 
-def _mmd_uniform(z: Tensor, points: Tensor, kernel_mul: float, kernel_num: int) -> Tensor:
-    """`mmd_loss` against the uniform distribution over ``points`` (k, d) for any batch count N.
+def _mmd_weighted(
+    z: Tensor, points: Tensor, r: float, kernel_mul: float, kernel_num: int
+) -> Tensor:
+    """`mmd_loss` against ``points`` (M, d), each standing for ``r`` rows (``M r = N``).
 
-    The tiling of `mmd_loss` made fractional: each point stands for ``r = N / k`` rows, so
-    ``sum(D)`` over ``[X; Y]`` is ``sum D_XX + 2 r sum D_XP + r^2 sum D_PP`` (``P`` the k points)
-    and the kernel means are over ``X x P`` and ``P x P``. Equal to `mmd_loss` when k divides N.
+    The tiling made fractional: ``sum(D)`` over ``[X; Y]`` is
+    ``sum D_XX + 2 r sum D_XP + r^2 sum D_PP`` and the kernel means are over ``X x P`` and
+    ``P x P``; with the tiled points and ``r = 1`` this is the authors' formula term by term.
     """
-    n, k = z.shape[0], points.shape[0]
-    r = n / k
+    n = z.shape[0]
     zz = z.pow(2).sum(1)
     pp = points.pow(2).sum(1)
     d_xx = (zz[:, None] + zz[None, :] - 2.0 * z @ z.T).clamp_min(0.0)

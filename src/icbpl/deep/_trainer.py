@@ -9,7 +9,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.deep.runtime import AugmentFn, batches, new_generator, to_float
 from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory
+from icbpl.util.plain import plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -75,9 +76,7 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
+        return plain_dict(self)
 
 
 @dataclass

@@ -131,9 +131,31 @@ def finetune(
         channels_last=channels_last,
         seed=int(seed),
     )
+    _check_config(cfg, resume and checkpoint_dir is None)
+    dev = resolve_device(device)
+    size = int(encoder.config.input_size)
+    images = images_as_tensor(source, size).to(dev)
+    n = images.shape[0]
+    if n < cfg.batch_size or n <= cfg.n_neighbours:
+        raise ValueError(
+            f"n_samples={n} should be >= batch_size={cfg.batch_size} and > n_neighbours="
+            f"{cfg.n_neighbours}"
+        )
+    if labels is None:
+        labels = getattr(source, "labels", None)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} images")
+    trainer = Trainer(
+        encoder, images, cfg, augment or default_augment(size, "weak"), dev, extract_batch_size
+    )
+    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
+
+
+def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
+    """Raise ValueError for a configuration ``finetune`` cannot run (naming the field)."""
     ctx = context()
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"strategy={cfg.strategy!r}; expected one of {STRATEGIES}")
     if cfg.n_clusters < 2 or cfg.epochs < 1 or cfg.n_views < 1:
         raise ValueError(
             f"n_clusters={cfg.n_clusters} should be >= 2, epochs={cfg.epochs} >= 1 and "
@@ -155,22 +177,5 @@ def finetune(
             "fifth loss needs the estimator's anchor/neighbour batches); set it to 0, or fit "
             "icbpl.ICBPL on extracted features to use it"
         )
-    if resume and checkpoint_dir is None:
+    if resume_without_dir:
         raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
-    dev = resolve_device(device)
-    size = int(encoder.config.input_size)
-    images = images_as_tensor(source, size).to(dev)
-    n = images.shape[0]
-    if n < cfg.batch_size or n <= cfg.n_neighbours:
-        raise ValueError(
-            f"n_samples={n} should be >= batch_size={cfg.batch_size} and > n_neighbours="
-            f"{cfg.n_neighbours}"
-        )
-    if labels is None:
-        labels = getattr(source, "labels", None)
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} entries for {n} images")
-    trainer = Trainer(
-        encoder, images, cfg, augment or default_augment(size, "weak"), dev, extract_batch_size
-    )
-    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)

@@ -13,10 +13,12 @@ import inspect
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import Tensor, nn
+
+from icbpl.util.plain import plain_dict
 
 __all__ = ["Encoder", "EncoderConfig", "create_encoder", "list_encoders", "register_encoder"]
 
@@ -71,10 +73,7 @@ class EncoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for the tuples), for JSON and cache keys."""
-        out = asdict(self)
-        out["mean"] = list(self.mean)
-        out["std"] = list(self.std)
-        return out
+        return plain_dict(self)
 
 
 class Encoder(nn.Module):

@@ -7,7 +7,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from icbpl.core.selection import label_free_score
 from icbpl.model._embedding import embed_labels, fit_standardisation_blocked
 from icbpl.model._step import step_latents
 from icbpl.util.device import requested_threads
+from icbpl.util.plain import plain_dict
 
 __all__ = [
     "SMALL_BATCH",
@@ -70,9 +71,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
+        return plain_dict(self)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from icbpl.model.params import INITS, drop_retired, validate_params
+from icbpl.util.plain import plain_dict
 
 FINETUNE = ("frozen", "last2", "all")  # the same as icbpl.deep.finetune.STRATEGIES (a test checks)
 
@@ -234,11 +235,7 @@ class ClusterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (lists for tuples)."""
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        out["loss_weights"] = list(self.loss_weights)
-        out["k_range"] = list(self.k_range)
-        return out
+        return plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:

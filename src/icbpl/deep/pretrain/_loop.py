@@ -36,6 +36,7 @@ from icbpl.deep.runtime import (
 )
 from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory, resolve_device
+from icbpl.util.plain import plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -80,9 +81,7 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        d = asdict(self)
-        d["projector"] = list(self.projector)
-        return d
+        return plain_dict(self)
 
 
 @dataclass
