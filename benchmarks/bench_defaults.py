@@ -38,7 +38,10 @@ ARRAYS: Path | None = None
 ENCODER = "efficientnet_lite2"
 
 
-def _images(ctx: BenchContext, name: str, views: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_arrays(
+    ctx: BenchContext, name: str, views: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and views of image set ``name`` (``--arrays`` files, else the cache)."""
     if ARRAYS is not None:  # the same extraction, saved earlier as plain arrays
         return tuple(np.load(ARRAYS / f"{name}-{part}.npy") for part in "xyv")  # type: ignore[return-value]
     source = load_image_set(name, ctx)
@@ -48,7 +51,8 @@ def _images(ctx: BenchContext, name: str, views: int) -> tuple[np.ndarray, np.nd
     return np.asarray(fs.features), np.asarray(source.labels), np.asarray(fs.views)
 
 
-def _classes(data: tuple[np.ndarray, ...], n_classes: int, seed: int) -> tuple[np.ndarray, ...]:
+def draw_classes(data: tuple[np.ndarray, ...], n_classes: int, seed: int) -> tuple[np.ndarray, ...]:
+    """``n_classes`` classes drawn with ``seed``, 50 images each: features, labels 0..n-1, views."""
     x, y, v = data
     rng = np.random.default_rng(seed)
     cls = np.sort(rng.choice(np.unique(y), n_classes, replace=False))
@@ -62,13 +66,13 @@ def _datasets(ctx: BenchContext, only: set[str] | None) -> dict[str, tuple[np.nd
     out: dict[str, tuple[np.ndarray, ...]] = {}
     dx, dy = load_digits(return_X_y=True)
     out["digits (pixels, no views)"] = (dx.astype(np.float32), dy, None)  # type: ignore[assignment]
-    tiny = _images(ctx, "tiny-imagenet-val", 1)
+    tiny = load_arrays(ctx, "tiny-imagenet-val", 1)
     for n_classes, seed in ((12, 0), (12, 1), (12, 2), (20, 3), (50, 4)):
-        out[f"Tiny-ImageNet folder: {n_classes} classes x 50 (draw {seed})"] = _classes(
+        out[f"Tiny-ImageNet folder: {n_classes} classes x 50 (draw {seed})"] = draw_classes(
             tiny, n_classes, seed
         )
     out["Tiny-ImageNet-200 val, 10,000 (k = 200)"] = tiny
-    out["CIFAR-10 (JPEG copy) test, 10,000"] = _images(ctx, "cifar10-test", 1)
+    out["CIFAR-10 (JPEG copy) test, 10,000"] = load_arrays(ctx, "cifar10-test", 1)
     return {k: v for k, v in out.items() if only is None or any(o in k for o in only)}
 
 
