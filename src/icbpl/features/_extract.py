@@ -168,77 +168,20 @@ def extract_features(
     _check_args(encoder, source, views, batch_size, seed, backend, num_workers)
     dev = device_of(encoder) if device is None else resolve_device(device)
     config = encoder.config
-    size, dim, n = int(config.input_size), int(config.feature_dim), len(source)
-    if views and augment is None:
-        augment = BatchAugment(size)
-    if augment is not None and augment.size != size:
-        raise ValueError(f"augment.size={augment.size} should equal the input size {size}")
+    size, dim = int(config.input_size), int(config.feature_dim)
+    augment = _view_augment(views, augment, size)
     prec = resolve_precision(dev, precision)
     identity: dict[str, Any] = {
         "encoder": _config_dict(config),
         "weights_digest": weights_digest(encoder) if cache_dir is not None else None,
         "preprocess": {"input_size": size, "resize": RESIZE_METHOD},
     }
-    meta: dict[str, Any] = {
-        **identity,
-        "precision": prec,
-        "device": str(dev),
-        "views": views,
-        "augment": augment.to_dict() if views and augment else None,
-        "seed": seed,
-    }
-    with contextlib.ExitStack() as stack:
-        if cache_dir is None:
-            feats = RowCache.in_memory(n, dim)
-            vcache = RowCache.in_memory(n, dim, views) if views else None
-            onnx_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icbpl-")))
-        else:
-            root = Path(cache_dir)
-            base = {**identity, "source": source.fingerprint(), "numerics": prec}
-            feats = RowCache.open(root, "features", {**base, "kind": "features"}, n, dim)
-            vcache = None
-            if views and augment is not None:
-                vfields = {
-                    **base,
-                    "kind": "views",
-                    "augment": augment.to_dict(),
-                    "seed": seed,
-                    "view_block": VIEW_BLOCK,
-                }
-                vcache = RowCache.open(root, "views", vfields, n, dim, slots=views)
-            onnx_dir = root / "onnx"
-        targets: list[tuple[RowCache, int | None]] = [(feats, None)]
-        targets += [(vcache, j) for j in range(views) if vcache is not None]
-        remaining = sum(b - a for c, j in targets for a, b in c.missing(j))
-        meta["cache"] = (
-            None
-            if cache_dir is None
-            else {"features": str(feats.path), "views": str(vcache.path) if vcache else None}
-        )
-        meta["cache_hit"] = cache_dir is not None and remaining == 0
-        if remaining:
-            chosen = choose_backend(backend, dev, prec, remaining)
-            runner = make_runner(
-                chosen, backend, encoder, identity, onnx_dir, dev, prec, channels_last
-            )
-            meta["backend"] = runner.name
-            _run(
-                runner,
-                source,
-                targets,
-                augment,
-                dev,
-                size,
-                batch_size,
-                seed,
-                num_workers,
-                progress,
-                remaining,
-                desc=f"{config.name} [{runner.name}/{prec}]",
-            )
-        else:
-            logger.info("feature cache hit: %s", feats.path)
-            meta["backend"] = None
+    meta: dict[str, Any] = {**identity, "precision": prec, "device": str(dev), "views": views}
+    meta.update(augment=augment.to_dict() if views and augment else None, seed=seed)
+    job = _Job(dev, prec, size, batch_size, seed, num_workers, progress, augment)
+    feats, vcache = _encode(
+        encoder, source, identity, meta, job, cache_dir, (dim, views), backend, channels_last
+    )
     return FeatureSet(
         features=feats.read(),
         views=vcache.read(views) if vcache is not None else None,
@@ -291,20 +234,113 @@ def _needs(spans: list[tuple[int, int]], s: int, e: int) -> bool:
     return any(lo < e and s < hi for lo, hi in spans)
 
 
+def _view_augment(views: int, augment: BatchAugment | None, size: int) -> BatchAugment | None:
+    """The views' augmentation: ``augment``, or the default one when views are asked for."""
+    if views and augment is None:
+        augment = BatchAugment(size)
+    if augment is not None and augment.size != size:
+        raise ValueError(f"augment.size={augment.size} should equal the input size {size}")
+    return augment
+
+
+def _encode(
+    encoder: EncoderLike,
+    source: ImageSource,
+    identity: dict[str, Any],
+    meta: dict[str, Any],
+    job: _Job,
+    cache_dir: str | Path | None,
+    shape: tuple[int, int],
+    backend: Backend,
+    channels_last: bool,
+) -> tuple[RowCache, RowCache | None]:
+    """Open the caches, encode the rows they miss, record cache and backend in ``meta``;
+    ``shape``: (feature dimension, number of views)."""
+    dim, views = shape
+    dev, prec, config = job.device, job.precision, encoder.config
+    with contextlib.ExitStack() as stack:
+        feats, vcache, onnx_dir = _open_caches(stack, cache_dir, identity, source, job, dim, views)
+        targets: list[tuple[RowCache, int | None]] = [(feats, None)]
+        targets += [(vcache, j) for j in range(views) if vcache is not None]
+        remaining = sum(b - a for c, j in targets for a, b in c.missing(j))
+        meta["cache"] = (
+            None
+            if cache_dir is None
+            else {"features": str(feats.path), "views": str(vcache.path) if vcache else None}
+        )
+        meta["cache_hit"] = cache_dir is not None and remaining == 0
+        meta["backend"] = None
+        if remaining:
+            chosen = choose_backend(backend, dev, prec, remaining)
+            runner = make_runner(
+                chosen, backend, encoder, identity, onnx_dir, dev, prec, channels_last
+            )
+            meta["backend"] = runner.name
+            _run(runner, source, targets, job, remaining, f"{config.name} [{runner.name}/{prec}]")
+        else:
+            logger.info("feature cache hit: %s", feats.path)
+    return feats, vcache
+
+
+@dataclass(frozen=True)
+class _Job:
+    """How the missing rows are encoded: device, precision, input side, batching, seed."""
+
+    device: torch.device
+    precision: str
+    size: int
+    batch_size: int
+    seed: int
+    num_workers: int
+    progress: bool
+    augment: BatchAugment | None
+
+
+def _open_caches(
+    stack: contextlib.ExitStack,
+    cache_dir: str | Path | None,
+    identity: dict[str, Any],
+    source: ImageSource,
+    job: _Job,
+    dim: int,
+    views: int,
+) -> tuple[RowCache, RowCache | None, Path]:
+    """The feature and view row caches (in memory without ``cache_dir``) and the ONNX folder."""
+    n = len(source)
+    if cache_dir is None:
+        feats = RowCache.in_memory(n, dim)
+        vcache = RowCache.in_memory(n, dim, views) if views else None
+        return (
+            feats,
+            vcache,
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icbpl-"))),
+        )
+    root = Path(cache_dir)
+    base = {**identity, "source": source.fingerprint(), "numerics": job.precision}
+    feats = RowCache.open(root, "features", {**base, "kind": "features"}, n, dim)
+    vcache = None
+    if views and job.augment is not None:
+        vfields = {
+            **base,
+            "kind": "views",
+            "augment": job.augment.to_dict(),
+            "seed": job.seed,
+            "view_block": VIEW_BLOCK,
+        }
+        vcache = RowCache.open(root, "views", vfields, n, dim, slots=views)
+    return feats, vcache, root / "onnx"
+
+
 def _run(
     runner: TorchRunner | OnnxRunner,
     source: ImageSource,
     targets: list[tuple[RowCache, int | None]],
-    augment: BatchAugment | None,
-    device: torch.device,
-    size: int,
-    batch_size: int,
-    seed: int,
-    num_workers: int,
-    progress: bool,
+    job: _Job,
     remaining: int,
     desc: str,
 ) -> None:
+    augment, device, size, seed = job.augment, job.device, job.size, job.seed
+    batch_size, num_workers, progress = job.batch_size, job.num_workers, job.progress
     n = len(source)
     stacked = len(targets) > 1
     step = math.ceil(batch_size / VIEW_BLOCK) * VIEW_BLOCK if stacked else batch_size
