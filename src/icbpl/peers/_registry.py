@@ -232,6 +232,13 @@ def _check_inputs(
     return x, nb, v
 
 
+def require_positive(**values: int) -> None:
+    """Raise ValueError naming the first of ``values`` (in the order given) that is below 1."""
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"{name}={value} should be >= 1")
+
+
 def resolve_neighbours(
     x: Tensor, neighbours: Tensor | None, n_neighbours: int | None, default: int
 ) -> Tensor:

@@ -33,6 +33,7 @@ from icbpl.peers._registry import (
     PeerResult,
     Schedule,
     register_peer,
+    require_positive,
     resolve_neighbours,
     to_result,
 )
@@ -111,15 +112,13 @@ def fit_scan(
     ``info`` holds the per-head losses, the chosen head and epoch, and the number of confident
     samples at the end.
     """
-    for name, value in [
-        ("n_heads", n_heads),
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("self_label_batch_size", self_label_batch_size),
-        ("select_neighbours", select_neighbours),
-    ]:
-        if value < 1:
-            raise ValueError(f"{name}={value} should be >= 1")
+    require_positive(
+        n_heads=n_heads,
+        epochs=epochs,
+        batch_size=batch_size,
+        self_label_batch_size=self_label_batch_size,
+        select_neighbours=select_neighbours,
+    )
     if self_label_epochs < 0:
         raise ValueError(f"self_label_epochs={self_label_epochs} should be >= 0")
     if not 0.0 <= feature_dropout < 1.0:

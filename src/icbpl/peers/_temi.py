@@ -33,6 +33,7 @@ from icbpl.peers._registry import (
     PeerResult,
     Schedule,
     register_peer,
+    require_positive,
     resolve_neighbours,
     to_result,
 )
@@ -186,15 +187,13 @@ def fit_temi(
     AMX or AVX-512 BF16; the authors' ``--use_fp16`` switch, off in their command), changing
     the numerics slightly; losses, optimiser and EMA stay float32.
     """
-    for name, value in [
-        ("n_heads", n_heads),
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("hidden_dim", hidden_dim),
-        ("bottleneck_dim", bottleneck_dim),
-    ]:
-        if value < 1:
-            raise ValueError(f"{name}={value} should be >= 1")
+    require_positive(
+        n_heads=n_heads,
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_dim=hidden_dim,
+        bottleneck_dim=bottleneck_dim,
+    )
     if warmup_epochs < 0:
         raise ValueError(f"warmup_epochs={warmup_epochs} should be >= 0")
     if not 0.0 < beta <= 1.0:

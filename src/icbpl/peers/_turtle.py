@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icbpl.peers._registry import PeerResult, Schedule, register_peer, to_result
+from icbpl.peers._registry import (
+    PeerResult,
+    Schedule,
+    register_peer,
+    require_positive,
+    to_result,
+)
 
 __all__ = ["turtle_loss"]
 
@@ -176,13 +182,7 @@ def fit_turtle(
     L2-normalises every space first). ``neighbours`` and ``views`` are not used by TURTLE.
     ``probs`` is ``τ_θ`` on all samples.
     """
-    for name, value in [
-        ("iterations", iterations),
-        ("inner_steps", inner_steps),
-        ("batch_size", batch_size),
-    ]:
-        if value < 1:
-            raise ValueError(f"{name}={value} should be >= 1")
+    require_positive(iterations=iterations, inner_steps=inner_steps, batch_size=batch_size)
     xs = _as_spaces(X, spaces)
     if normalize:
         xs = [F.normalize(x, dim=1, eps=1e-12) for x in xs]
