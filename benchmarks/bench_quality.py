@@ -28,6 +28,7 @@ import numpy as np
 from icbpl import ICBPL, evaluate
 from icbpl.core.neighbours import mine_neighbours
 from icbpl.peers import fit_peer, schedule_label
+from icbpl_bench._docs import machine
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 Method = Callable[[Data, np.ndarray, int, int], np.ndarray]
@@ -109,7 +110,7 @@ def main() -> None:
         "",
         f"- command: `python benchmarks/bench_quality.py --data {a.data} --seeds {a.seeds} "
         f"--methods {a.methods} --arrays DIR`",
-        f"- machine: {os.cpu_count()} cores (AMD EPYC), torch threads 1; date "
+        f"- machine: {machine()}; date "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load average at the start "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (seconds are wall time under that load)",
         f"- features: {a.features}; digits: raw pixels. Every method gets the same features, "
