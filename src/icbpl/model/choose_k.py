@@ -168,6 +168,24 @@ def clarity(ks: list[int], per_repeat: dict[int, list[float]], best_k: int) -> t
     return False, "no clear k: best candidates " + ", ".join(str(k) for k in shown)
 
 
+def _checked(
+    X: Any, k_range: Any, n_samples: int, n_repeats: int, confirm: int, views: Any
+) -> tuple[np.ndarray, list[int], int, np.ndarray | None]:
+    """`choose_k`'s inputs checked: features, candidate ks, subsample size, views."""
+    x = check_features(X)
+    ks = _check_k_range(k_range, len(x))
+    _check_int("n_samples", n_samples, 2)
+    _check_int("n_repeats", n_repeats, 1)
+    _check_int("confirm", confirm, 0)
+    m = min(n_samples, len(x))
+    if ks[-1] > m - 1:
+        raise ValueError(
+            f"k_range goes up to k={ks[-1]} but each subsample has n_samples={m} rows; "
+            f"raise n_samples or lower the largest k"
+        )
+    return x, ks, m, _check_views(views, x.shape)
+
+
 def choose_k(
     X: Any,
     k_range: Iterable[int] = range(2, 51),
@@ -199,20 +217,8 @@ def choose_k(
     Returns:
         :class:`ChooseKResult` with ``best_k``, ``scores`` ({k: mean gap}) and ``details``.
     """
-    x = check_features(X)
+    x, ks, m, v = _checked(X, k_range, n_samples, n_repeats, confirm, views)
     n = len(x)
-    ks = _check_k_range(k_range, n)
-    _check_int("n_samples", n_samples, 2)
-    _check_int("n_repeats", n_repeats, 1)
-    _check_int("confirm", confirm, 0)
-    m = min(n_samples, n)
-    if ks[-1] > m - 1:
-        raise ValueError(
-            f"k_range goes up to k={ks[-1]} but each subsample has n_samples={m} rows; "
-            f"raise n_samples or lower the largest k"
-        )
-    v = _check_views(views, x.shape)
-
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     per_repeat: dict[int, list[float]] = {k: [] for k in ks}

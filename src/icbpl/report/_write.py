@@ -272,35 +272,53 @@ def write_report(
         ReportError: when the results folder is missing or malformed.
         ValueError: for out-of-range arguments.
     """
-    _check_int("thumbs_per_cluster", thumbs_per_cluster, 0, 64)
-    _check_int("borderline_per_cluster", borderline_per_cluster, 0, 64)
-    _check_int("thumb_size", thumb_size, 16, 512)
-    _check_int("max_clusters", max_clusters, 1, 1_000_000)
-    _check_int("max_map_points", max_map_points, 2, 1_000_000)
+    _check_options(
+        thumbs_per_cluster, borderline_per_cluster, thumb_size, max_clusters, max_map_points
+    )
     if map_method not in ("tsne", "pca"):
         raise ValueError(f"map_method={map_method!r} should be 'tsne' or 'pca'")
     res = load_results(results_dir, features=features)
     html_path = Path(out) if out is not None else res.results_dir / "report.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    sizes = res.sizes()
     title = f"icbpl report: {_run_name(res.results_dir)}"
-
-    shown = sorted(np.argsort(-sizes, kind="stable")[:max_clusters].tolist())
     quality = _quality(res, progress)
-    rank = res.scores if quality is None else quality.margin
-    order = np.lexsort((-np.nan_to_num(rank, nan=-np.inf), res.clusters))
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    no_images = image_loader is None and not any(res.paths)
-    note = "no thumbnails: no image paths (pass image_loader for array data)" if no_images else None
-    n_c, n_b = (0, 0) if no_images else (thumbs_per_cluster, borderline_per_cluster)
-    views = [
-        _cluster_view(
-            res, c, order[starts[c] : starts[c + 1]], n_c, n_b, thumb_size, image_loader, quality
-        )
-        for c in shown
-    ]
+    sections = _evaluation_sections(res)
+    map_result = _map(res, map_method, max_map_points, seed, progress)
+    if map_result is not None:
+        atomic_write_bytes(html_path.parent / "map.png", map_result[0])
+    sections.append(("map", "Map", _map_html(map_result)))
+    curve = k_choice_html(res.summary)
+    if curve is not None:
+        sections.append(("k-choice", "Choosing k", curve))
+    thumbs = (thumbs_per_cluster, borderline_per_cluster, thumb_size)
+    sections += _cluster_sections(res, quality, max_clusters, thumbs, image_loader)
+    sections.append(("skipped", f"Skipped files ({len(res.skipped)})", skipped_html(res.skipped)))
+    sections.append(("run", "Run", details_html(_shareable(res.summary))))
+    page = page_html(title, sections, _header(res, title))
+    atomic_write_bytes(html_path, page.encode("utf-8"))
+    written = [html_path.name] + (["map.png"] if map_result is not None else [])
+    add_to_manifest(html_path.parent, written)  # replaced with the results, never kept stale
+    logger.info("wrote %s (%.1f kB)", html_path, len(page) / 1024)
+    return html_path
 
-    sections = []
+
+def _check_options(
+    thumbs_per_cluster: int,
+    borderline_per_cluster: int,
+    thumb_size: int,
+    max_clusters: int,
+    max_map_points: int,
+) -> None:
+    """Raise ValueError for a `write_report` option out of its range."""
+    _check_int("thumbs_per_cluster", thumbs_per_cluster, 0, 64)
+    _check_int("borderline_per_cluster", borderline_per_cluster, 0, 64)
+    _check_int("thumb_size", thumb_size, 16, 512)
+    _check_int("max_clusters", max_clusters, 1, 1_000_000)
+    _check_int("max_map_points", max_map_points, 2, 1_000_000)
+
+
+def _evaluation_sections(res: Results) -> list[tuple[str, str, str]]:
+    """The evaluation section (metrics, confusion table) when labels or metrics are known."""
     metrics, source = res.metrics, "from summary.json"
     labels = res.labels
     if labels is not None and (labels >= 0).any():
@@ -316,31 +334,52 @@ def write_report(
             else f'<p class="note">confusion table left out (more than {MAX_CONFUSION} '
             "clusters or classes); see each cluster's majority class.</p>"
         )
-        sections.append(("evaluation", "Evaluation against labels", inner))
-    elif metrics:
-        sections.append(("evaluation", "Evaluation", metrics_html(metrics, source)))
+        return [("evaluation", "Evaluation against labels", inner)]
+    if metrics:
+        return [("evaluation", "Evaluation", metrics_html(metrics, source))]
+    return []
 
-    map_result = _map(res, map_method, max_map_points, seed, progress)
-    if map_result is not None:
-        png, caption = map_result
-        atomic_write_bytes(html_path.parent / "map.png", png)
-        inner = (
-            f'<figure class="map"><img src="{data_uri(png, "image/png")}" alt="2-D map">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
+
+def _map_html(map_result: tuple[bytes, str] | None) -> str:
+    """The map section's HTML: the figure, or a note saying why there is none."""
+    if map_result is None:
+        return '<p class="note">No map: latent.npy not found (or no rows).</p>'
+    png, caption = map_result
+    return (
+        f'<figure class="map"><img src="{data_uri(png, "image/png")}" alt="2-D map">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def _cluster_sections(
+    res: Results,
+    quality: Any,
+    max_clusters: int,
+    thumbs: tuple[int, int, int],
+    image_loader: Any,
+) -> list[tuple[str, str, str]]:
+    """The overview (sizes, confidence, flags) and the clusters shown in detail (the
+    ``max_clusters`` largest); ``thumbs``: thumbnails and borderline images per cluster, side."""
+    thumbs_per_cluster, borderline_per_cluster, thumb_size = thumbs
+    sizes = res.sizes()
+    shown = sorted(np.argsort(-sizes, kind="stable")[:max_clusters].tolist())
+    rank = res.scores if quality is None else quality.margin
+    order = np.lexsort((-np.nan_to_num(rank, nan=-np.inf), res.clusters))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    no_images = image_loader is None and not any(res.paths)
+    note = "no thumbnails: no image paths (pass image_loader for array data)" if no_images else None
+    n_c, n_b = (0, 0) if no_images else (thumbs_per_cluster, borderline_per_cluster)
+    views = [
+        _cluster_view(
+            res, c, order[starts[c] : starts[c + 1]], n_c, n_b, thumb_size, image_loader, quality
         )
-    else:
-        inner = '<p class="note">No map: latent.npy not found (or no rows).</p>'
-    sections.append(("map", "Map", inner))
-    curve = k_choice_html(res.summary)
-    if curve is not None:
-        sections.append(("k-choice", "Choosing k", curve))
+        for c in shown
+    ]
     rows = None
     if quality is not None:
         flags = [flag_words(quality, c) for c in range(res.n_clusters)]
         rows = QualityRows(quality.confident, quality.agreement, flags)
     overview = sizes_html(sizes, set(shown), rows) + quality_note(quality, res.features_note)
-    sections.append(("overview", "Cluster sizes and confidence", overview))
-
     hidden = res.n_clusters - len(shown)
     more = (
         f'<p class="note">{hidden} smaller clusters not shown in detail '
@@ -349,13 +388,7 @@ def write_report(
         else ""
     )
     body = "".join(cluster_html(v, len(res), thumb_size, note) for v in views)
-    sections.append(("clusters", "Clusters", more + body))
-    sections.append(("skipped", f"Skipped files ({len(res.skipped)})", skipped_html(res.skipped)))
-    sections.append(("run", "Run", details_html(_shareable(res.summary))))
-
-    page = page_html(title, sections, _header(res, title))
-    atomic_write_bytes(html_path, page.encode("utf-8"))
-    written = [html_path.name] + (["map.png"] if map_result is not None else [])
-    add_to_manifest(html_path.parent, written)  # replaced with the results, never kept stale
-    logger.info("wrote %s (%.1f kB)", html_path, len(page) / 1024)
-    return html_path
+    return [
+        ("overview", "Cluster sizes and confidence", overview),
+        ("clusters", "Clusters", more + body),
+    ]
