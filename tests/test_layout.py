@@ -98,7 +98,6 @@ KNOWN_LONG: dict[str, set[str]] = {
     "icbpl.deep.pretrain._loop": {"pretrain_barlow_twins"},
     "icbpl.peers._scan": {"fit_scan"},
     "icbpl.peers._temi": {"fit_temi"},
-    "icbpl.peers._turtle": {"fit_turtle"},
 }
 
 

@@ -150,6 +150,29 @@ _OFFICIAL = Schedule(
 )
 
 
+def _outer_step(
+    tasks: list[_WeightNormLinear],
+    inners: list[_InnerClassifier],
+    zs: list[Tensor],
+    inner_steps: int,
+    gamma: float,
+    opt: torch.optim.Optimizer,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One outer iteration: the task labels on the batch, ``inner_steps`` steps of each inner
+    classifier towards them, then one Adam step of the tasks on `turtle_loss`."""
+    per_space = [task(z).softmax(dim=-1) for task, z in zip(tasks, zs, strict=True)]
+    labels = per_space[0] if len(per_space) == 1 else torch.stack(per_space).mean(dim=0)
+    target = labels.detach()
+    for inner, z in zip(inners, zs, strict=True):
+        inner.fit(z, target, inner_steps)
+    logits = [inner.logits(z) for inner, z in zip(inners, zs, strict=True)]
+    total, pred, ent = turtle_loss(per_space, logits, gamma)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return total, pred, ent
+
+
 @register_peer("turtle", schedules={"official": _OFFICIAL})
 def fit_turtle(
     X: Tensor,
@@ -206,26 +229,13 @@ def fit_turtle(
             zs = [x[idx] for x in xs]
         else:
             zs = xs
-        per_space = [task(z).softmax(dim=-1) for task, z in zip(tasks, zs, strict=True)]
-        labels = per_space[0] if len(per_space) == 1 else torch.stack(per_space).mean(dim=0)
         if not warm_start and it > 0:
             inners = new_inner()
-        target = labels.detach()
-        for inner, z in zip(inners, zs, strict=True):
-            inner.fit(z, target, inner_steps)
-        logits = [inner.logits(z) for inner, z in zip(inners, zs, strict=True)]
-        total, pred, ent = turtle_loss(per_space, logits, gamma)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        total, pred, ent = _outer_step(tasks, inners, zs, inner_steps, gamma, opt)
         if (it + 1) % log_every == 0:
-            logger.debug(
-                "turtle iter %d: prediction error %.4f, entropy %.4f (max %.4f)",
-                it + 1,
-                pred.item(),
-                ent.item(),
-                len(xs) * math.log(n_clusters),
-            )
+            bound = len(xs) * math.log(n_clusters)
+            msg = "turtle iter %d: prediction error %.4f, entropy %.4f (max %.4f)"
+            logger.debug(msg, it + 1, pred.item(), ent.item(), bound)
 
     with torch.no_grad():
         probs = torch.stack(
