@@ -11,8 +11,10 @@ from icbpl.cli._types import (
     _k_range_text,
     _loss_weights,
     _positive,
+    add_options,
     parse_k,
     parse_k_range,
+    source_options,
 )
 
 __all__ = ["DEFAULTS", "build_parser", "parse_k", "parse_k_range"]
@@ -34,15 +36,16 @@ DEFAULTS = _cluster_defaults()
 
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_mutually_exclusive_group()
-    group.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars or stage lines on stderr"
-    )
-    group.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="log details on stderr and show tracebacks of errors",
+    add_options(
+        parent.add_mutually_exclusive_group(),
+        {
+            (("-q", "--quiet"), bool, None): "no progress bars or stage lines on stderr",
+            (
+                ("-v", "--verbose"),
+                bool,
+                None,
+            ): "log details on stderr and show tracebacks of errors",
+        },
     )
     return parent
 
@@ -51,223 +54,168 @@ def _extraction_options(p: argparse.ArgumentParser, *, from_run: bool) -> None:
     def default(name: str) -> str:
         return " (default: the run's)" if from_run else f" (default: {DEFAULTS[name]})"
 
-    p.add_argument(
-        "--threads",
-        type=_at_least_one,
-        metavar="N",
-        help="CPU threads of torch, ONNX Runtime and scikit-learn for every stage (default: "
-        "torch's, usually one per core, and one thread for training the head at batches of "
-        "up to 512); 1 avoids large slow-downs when other jobs share the cores",
-    )
-
-    p.add_argument(
-        "--batch-size",
-        type=_positive,
-        metavar="B",
-        help="images per encoder forward pass" + default("batch_size"),
-    )
-    p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda[:i] or mps" + default("device"))
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        help="numeric precision of the encoder" + default("precision"),
+    add_options(
+        p,
+        {
+            ("--threads", _at_least_one, "N"): "CPU threads of torch, ONNX Runtime and "
+            "scikit-learn for every stage (default: torch's, usually one per core, and one thread "
+            "for training the head at batches of up to 512); 1 avoids large slow-downs when other "
+            "jobs share the cores",
+            ("--batch-size", _positive, "B"): "images per encoder forward pass"
+            + default("batch_size"),
+            ("--device", None, "DEV"): "auto, cpu, cuda[:i] or mps" + default("device"),
+            ("--precision", ("auto", "fp32", "bf16"), None): "numeric precision of the encoder"
+            + default("precision"),
+        },
     )
     cache = p.add_mutually_exclusive_group()
-    cache.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="feature cache folder (default: "
-        + ("the run's" if from_run else "$ICBPL_CACHE/features or ~/.cache/icbpl/features")
-        + ")",
-    )
-    cache.add_argument(
-        "--no-cache", action="store_true", help="keep features in memory, write no cache"
-    )
-
-
-def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="read PATH as this dataset's root (cifar10, cifar100, stl10, mnist, ...)",
-    )
-    p.add_argument(
-        "--split", metavar="S", help="dataset split (train, test, all), or a sub-folder of PATH"
-    )
-    p.add_argument(
-        "--include-hidden",
-        action="store_true",
-        default=None,
-        help="also read files and folders whose names start with '.' (skipped by default)",
+    add_options(
+        cache,
+        {
+            ("--cache-dir", None, "DIR"): "feature cache folder (default: "
+            + ("the run's" if from_run else "$ICBPL_CACHE/features or ~/.cache/icbpl/features")
+            + ")",
+            ("--no-cache", bool, None): "keep features in memory, write no cache",
+        },
     )
 
 
-def _add_cluster(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p = sub.add_parser(
-        "cluster",
-        parents=[common],
-        help="cluster a folder of images (or a dataset)",
-        description=(
-            "Cluster the images in PATH into K groups with ICBPL: features from a pretrained "
-            "encoder (+ augmented views, cached), nearest neighbours, then the ICBPL head. "
-            "Writes assignments.csv, latent.npy, summary.json, config.json, model/ and log.txt "
-            "into --out."
-        ),
-    )
+def _cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", metavar="PATH", help="folder of images, or a dataset root")
-    p.add_argument(
-        "--k",
-        type=parse_k,
-        metavar="K",
-        help="number of clusters: an integer >= 2, or 'auto' to choose it without labels "
-        "(see --k-range)",
+    add_options(
+        p,
+        {
+            ("--k", parse_k, "K"): "number of clusters: an integer >= 2, or 'auto' to choose it "
+            "without labels (see --k-range)",
+            ("--k-range", parse_k_range, "LO..HI"): "candidates of --k auto, both ends included, "
+            f"capped below the number of images (default: {_k_range_text(DEFAULTS['k_range'])})",
+            ("--out", None, "DIR"): "results folder to write (default: ./<PATH name>-icbpl)",
+            ("--overwrite", bool, None): "replace the results of an earlier run in --out (only "
+            "the files it wrote; a folder icbpl did not write is always refused)",
+            ("--config", None, "FILE"): "repeat a run: the config.json of an earlier results "
+            "folder (options given here override its values)",
+        },
     )
-    p.add_argument(
-        "--k-range",
-        type=parse_k_range,
-        metavar="LO..HI",
-        help="candidates of --k auto, both ends included, capped below the number of images "
-        f"(default: {_k_range_text(d['k_range'])})",
-    )
-    p.add_argument(
-        "--out", metavar="DIR", help="results folder to write (default: ./<PATH name>-icbpl)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the results of an earlier run in --out (only the files it wrote; a "
-        "folder icbpl did not write is always refused)",
-    )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="repeat a run: the config.json of an earlier results folder (options given here "
-        "override its values)",
-    )
-    _source_options(p)
+    source_options(p)
     _cluster_encoder_options(p)
     _cluster_model_options(p)
     _cluster_training_options(p)
-    p.set_defaults(command="cluster")
 
 
 def _cluster_encoder_options(p: argparse.ArgumentParser) -> None:
     """``icbpl cluster``'s encoder, views and extraction options."""
     d = DEFAULTS
-    p.add_argument("--encoder", metavar="NAME", help=f"encoder (default: {d['encoder']})")
-    p.add_argument(
-        "--weights",
-        metavar="FILE|DIR",
-        help="encoder checkpoint file, an encoder folder of `icbpl pretrain` (its encoder and "
-        "input size are used), or 'random' (default: the encoder's default weights)",
-    )
-    p.add_argument(
-        "--input-size", type=_positive, metavar="PX", help="encoder input side in pixels"
-    )
-    p.add_argument(
-        "--views",
-        type=_positive,
-        metavar="V",
-        help=f"augmented views per image (default: {d['views']})",
-    )
-    p.add_argument(
-        "--epochs",
-        type=_positive,
-        metavar="E",
-        help="training epochs of the ICBPL head (default: auto, enough for about 2,000 "
-        "training steps, between 20 and 60)",
+    add_options(
+        p,
+        {
+            ("--encoder", None, "NAME"): f"encoder (default: {d['encoder']})",
+            ("--weights", None, "FILE|DIR"): "encoder checkpoint file, an encoder folder of "
+            "`icbpl pretrain` (its encoder and input size are used), or 'random' (default: the "
+            "encoder's default weights)",
+            ("--input-size", _positive, "PX"): "encoder input side in pixels",
+            ("--views", _positive, "V"): f"augmented views per image (default: {d['views']})",
+            ("--epochs", _positive, "E"): "training epochs of the ICBPL head (default: auto, "
+            "enough for about 2,000 training steps, between 20 and 60)",
+        },
     )
     _extraction_options(p, from_run=False)
-    p.add_argument(
-        "--seed", type=_positive, metavar="S", help=f"random seed (default: {d['seed']})"
-    )
+    add_options(p, {("--seed", _positive, "S"): f"random seed (default: {d['seed']})"})
 
 
 def _cluster_model_options(p: argparse.ArgumentParser) -> None:
     """``icbpl cluster``'s options of the ICBPL head and its start."""
     d = DEFAULTS
-    p.add_argument(
-        "--latent-dim",
-        type=_positive,
-        metavar="D",
-        help=f"latent dimension of the head (default: {d['latent_dim']})",
-    )
-    p.add_argument(
-        "--neighbours",
-        type=_positive,
-        metavar="N",
-        help=f"nearest neighbours per image for the neighbour loss (default: {d['n_neighbours']})",
-    )
-    p.add_argument(
-        "--init",
-        choices=("random", "kmeans", "scan"),
-        help="start of the head: kmeans (default, beyond the paper: k-means on neighbour-smoothed "
-        "features, which ICBPL then refines), random (the paper's method), or scan (SCAN's "
-        "clustering step; see docs/BENCHMARKS.md); fine-tuning always starts at random",
-    )
-    p.add_argument(
-        "--heads",
-        type=_at_least_one,
-        metavar="H",
-        help="train H heads from different seeds and keep the one with the best label-free "
-        "score (beyond the paper; H times the training; default: 1)",
-    )
-    p.add_argument(
-        "--patience",
-        type=_positive,
-        metavar="E",
-        help="stop training once the label-free score has not improved for E epochs (default: "
-        "10; 0 runs every epoch)",
+    add_options(
+        p,
+        {
+            ("--latent-dim", _positive, "D"): "latent dimension of the head "
+            f"(default: {d['latent_dim']})",
+            ("--neighbours", _positive, "N"): "nearest neighbours per image for the neighbour "
+            f"loss (default: {d['n_neighbours']})",
+            ("--init", ("random", "kmeans", "scan"), None): "start of the head: kmeans (default, "
+            "beyond the paper: k-means on neighbour-smoothed features, which ICBPL then refines), "
+            "random (the paper's method), or scan (SCAN's clustering step; see "
+            "docs/BENCHMARKS.md); fine-tuning always starts at random",
+            ("--heads", _at_least_one, "H"): "train H heads from different seeds and keep the one "
+            "with the best label-free score (beyond the paper; H times the training; default: 1)",
+            ("--patience", _positive, "E"): "stop training once the label-free score has not "
+            "improved for E epochs (default: 10; 0 runs every epoch)",
+        },
     )
 
 
 def _cluster_training_options(p: argparse.ArgumentParser) -> None:
     """``icbpl cluster``'s options of self-labelling, the losses, fine-tuning and the report."""
     d = DEFAULTS
-    p.add_argument(
-        "--self-label-epochs",
-        type=_positive,
-        metavar="E",
-        help="after training, distil the clusters into a linear classifier and run E epochs of "
-        "SCAN's self-labelling on it (beyond the paper; default: 0, off)",
+    weights = ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
+    add_options(
+        p,
+        {
+            ("--self-label-epochs", _positive, "E"): "after training, distil the clusters into a "
+            "linear classifier and run E epochs of SCAN's self-labelling on it (beyond the "
+            "paper; default: 0, off)",
+            ("--loss-weights", _loss_weights, "M,A,N,D[,S]"): "weights of the MMD, augmentation, "
+            "kNN and min-distance losses, and optionally of the assignment loss (beyond the "
+            f"paper: SCAN's loss on the PEDCC assignment) (default: {weights})",
+            ("--finetune", ("frozen", "last2", "all"), None): "what of the encoder is trained: "
+            "frozen (default; the head on cached features), last2 (its last two stages and the "
+            "head, the paper's fine-tuning) or all (every layer); last2/all compute features on "
+            "the fly, so they cost an encoder pass per image, view and neighbour each epoch (a "
+            "GPU, or torchrun, for large folders)",
+            ("--encoder-lr", float, "LR"): "learning rate of the fine-tuned encoder parts "
+            f"(default: {d['encoder_lr']:g})",
+            ("--train-batch-size", _at_least_one, "B"): "images per training step of the head "
+            f"(default: {d['train_batch_size']})",
+            ("--report", bool, None): "also write report.html",
+            ("--map", ("tsne", "pca"), None, "tsne"): "2-D map of the report (default: tsne)",
+        },
     )
-    p.add_argument(
-        "--loss-weights",
-        type=_loss_weights,
-        metavar="M,A,N,D[,S]",
-        help="weights of the MMD, augmentation, kNN and min-distance losses, and optionally of "
-        "the assignment loss (beyond the paper: SCAN's loss on the PEDCC assignment) (default: "
-        + ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
-        + ")",
-    )
-    p.add_argument(
-        "--finetune",
-        choices=("frozen", "last2", "all"),
-        help="what of the encoder is trained: frozen (default; the head on cached features), "
-        "last2 (its last two stages and the head, the paper's fine-tuning) or all (every "
-        "layer); last2/all compute features on the fly, so they cost an encoder pass per image, "
-        "view and neighbour each epoch (a GPU, or torchrun, for large folders)",
-    )
-    p.add_argument(
-        "--encoder-lr",
-        type=float,
-        metavar="LR",
-        help=f"learning rate of the fine-tuned encoder parts (default: {d['encoder_lr']:g})",
-    )
-    p.add_argument(
-        "--train-batch-size",
-        type=_at_least_one,
-        metavar="B",
-        help=f"images per training step of the head (default: {d['train_batch_size']})",
-    )
-    p.add_argument("--report", action="store_true", help="also write report.html")
-    p.add_argument(
-        "--map",
-        choices=("tsne", "pca"),
-        default="tsne",
-        help="2-D map of the report (default: tsne)",
-    )
+
+
+#: Each subcommand's help line and description, in the order ``icbpl --help`` lists them.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "cluster scikit-learn's 8x8 digits with ICBPL and k-means (no download)",
+        "Cluster scikit-learn's bundled 8x8 digits (1797 images) from raw pixels with ICBPL "
+        "(affine views) and with k-means, and print ACC, NMI and ARI of both.",
+    ),
+    "cluster": (
+        "cluster a folder of images (or a dataset)",
+        "Cluster the images in PATH into K groups with ICBPL: features from a pretrained encoder "
+        "(+ augmented views, cached), nearest neighbours, then the ICBPL head. Writes "
+        "assignments.csv, latent.npy, summary.json, config.json, model/ and log.txt into --out.",
+    ),
+    "pretrain": (
+        "train an encoder with Barlow Twins on your images (for `cluster --weights DIR`)",
+        "Train an encoder self-supervised with Barlow Twins (Zbontar et al. 2021; the paper's "
+        "encoders) on the images in PATH, from scratch (--weights random) or from given weights, "
+        "with the paper's augmentations. Writes encoder.safetensors + encoder.json into --out, "
+        "and a checkpoint after every epoch (--resume continues it). Runs under "
+        "`torchrun --nproc_per_node N` too.",
+    ),
+    "predict": (
+        "assign new images with a saved run",
+        "Assign the images in PATH to the clusters of a run of `icbpl cluster`, with the same "
+        "encoder and preprocessing (read from the run's config.json).",
+    ),
+    "encoders": (
+        "list the encoders (or describe encoder folders)",
+        "List the registered encoders: feature dimension, input size, how their default weights "
+        "were trained, and whether those weights are available. With ENCODER_DIR arguments, load "
+        "and describe those encoder folders (of `icbpl pretrain`) instead.",
+    ),
+    "report": (
+        "write report.html for a results folder",
+        "Write a self-contained HTML report (thumbnails, a 2-D map of the encoder features, "
+        "cluster sizes, per-cluster confidence and mixed/split flags, metrics when labels are "
+        "known) of a results folder of `icbpl cluster`.",
+    ),
+    "cache": (
+        "show (info) or remove (clear) the feature cache",
+        "List the cached feature arrays and ONNX exports with their sizes and complete rows "
+        "(info), or remove them (clear; other files in the folder are kept).",
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,104 +226,64 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `icbpl demo`; then `icbpl cluster photos/ --k 10 --out results/`.",
     )
     from icbpl import __version__
+    from icbpl.cli._pretrain import pretrain_options
 
     parser.add_argument("--version", action="version", version=f"icbpl {__version__}")
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    _add_demo(sub, common)
-    _add_cluster(sub, common)
-    from icbpl.cli._pretrain import add_pretrain_parser
-
-    add_pretrain_parser(sub, common, _source_options)
-    _add_predict(sub, common)
-    _add_encoders(sub, common)
-    _add_report(sub, common)
-    _add_cache(sub, common)
+    options = {
+        "demo": _demo_options,
+        "cluster": _cluster_options,
+        "pretrain": pretrain_options,
+        "predict": _predict_options,
+        "encoders": _encoders_options,
+        "report": _report_options,
+        "cache": _cache_options,
+    }
+    for name, (summary, description) in _COMMANDS.items():
+        options[name](sub.add_parser(name, parents=[common], help=summary, description=description))
     return parser
 
 
-def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    demo = sub.add_parser(
-        "demo",
-        parents=[common],
-        help="cluster scikit-learn's 8x8 digits with ICBPL and k-means (no download)",
-        description="Cluster scikit-learn's bundled 8x8 digits (1797 images) from raw pixels "
-        "with ICBPL (affine views) and with k-means, and print ACC, NMI and ARI of both.",
-    )
-    demo.add_argument("--seed", type=_positive, default=0, help="random seed (default: 0)")
-    demo.add_argument(
-        "--epochs", type=_positive, default=60, help="ICBPL training epochs (default: 60)"
-    )
-    demo.add_argument(
-        "--views", type=_positive, default=4, help="affine views per image (default: 4)"
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    add_options(
+        p,
+        {
+            ("--seed", _positive, None, 0): "random seed (default: 0)",
+            ("--epochs", _positive, None, 60): "ICBPL training epochs (default: 60)",
+            ("--views", _positive, None, 4): "affine views per image (default: 4)",
+        },
     )
 
 
-def _add_predict(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    predict = sub.add_parser(
-        "predict",
-        parents=[common],
-        help="assign new images with a saved run",
-        description="Assign the images in PATH to the clusters of a run of `icbpl cluster`, "
-        "with the same encoder and preprocessing (read from the run's config.json).",
-    )
-    predict.add_argument("run", metavar="MODEL_DIR", help="results folder of `icbpl cluster`")
-    predict.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
-    predict.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
-    _source_options(predict)
-    _extraction_options(predict, from_run=True)
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="MODEL_DIR", help="results folder of `icbpl cluster`")
+    p.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
+    source_options(p)
+    _extraction_options(p, from_run=True)
 
 
-def _add_encoders(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    encoders = sub.add_parser(
-        "encoders",
-        parents=[common],
-        help="list the encoders (or describe encoder folders)",
-        description="List the registered encoders: feature dimension, input size, how their "
-        "default weights were trained, and whether those weights are available. With "
-        "ENCODER_DIR arguments, load and describe those encoder folders (of `icbpl pretrain`) "
-        "instead.",
-    )
-    encoders.add_argument(
-        "folders", nargs="*", metavar="ENCODER_DIR", help="encoder folders to describe"
+def _encoders_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folders", nargs="*", metavar="ENCODER_DIR", help="encoder folders to describe")
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", metavar="RESULTS_DIR", help="results folder")
+    add_options(
+        p,
+        {
+            ("--map", ("tsne", "pca"), None, "tsne"): "2-D map (default: tsne)",
+            ("--out", None, "FILE"): "HTML file (default: RESULTS_DIR/report.html)",
+            ("--threads", _at_least_one, "N"): "CPU threads of the map (t-SNE) and the "
+            "neighbour search (default: all cores); 1 avoids large slow-downs when other jobs "
+            "share the cores",
+        },
     )
 
 
-def _add_report(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    report = sub.add_parser(
-        "report",
-        parents=[common],
-        help="write report.html for a results folder",
-        description="Write a self-contained HTML report (thumbnails, a 2-D map of the encoder "
-        "features, cluster sizes, per-cluster confidence and mixed/split flags, metrics when "
-        "labels are known) of a results folder of `icbpl cluster`.",
-    )
-    report.add_argument("results", metavar="RESULTS_DIR", help="results folder")
-    report.add_argument(
-        "--map", choices=("tsne", "pca"), default="tsne", help="2-D map (default: tsne)"
-    )
-    report.add_argument(
-        "--out", metavar="FILE", help="HTML file (default: RESULTS_DIR/report.html)"
-    )
-    report.add_argument(
-        "--threads",
-        type=_at_least_one,
-        metavar="N",
-        help="CPU threads of the map (t-SNE) and the neighbour search (default: all cores); "
-        "1 avoids large slow-downs when other jobs share the cores",
-    )
-
-
-def _add_cache(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    cache = sub.add_parser(
-        "cache",
-        parents=[common],
-        help="show (info) or remove (clear) the feature cache",
-        description="List the cached feature arrays and ONNX exports with their sizes and "
-        "complete rows (info), or remove them (clear; other files in the folder are kept).",
-    )
-    cache.add_argument("action", metavar="ACTION", choices=("info", "clear"), help="info or clear")
-    cache.add_argument(
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", metavar="ACTION", choices=("info", "clear"), help="info or clear")
+    p.add_argument(
         "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
     )

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from icbpl.cli._common import CliError, log_file
+from icbpl.cli._types import add_options, source_options
 
-__all__ = ["add_pretrain_parser", "cmd_pretrain"]
+__all__ = ["cmd_pretrain", "pretrain_options"]
 
 #: Files and folders of an encoder folder (anything else makes ``--out`` a foreign folder).
 _FOLDER_ENTRIES = {"encoder.safetensors", "encoder.json", "checkpoint", "log.txt"}
@@ -50,93 +51,41 @@ def _number(kind: type, low: float, strict: bool = False) -> Any:
     return parse
 
 
-def add_pretrain_parser(
-    sub: argparse._SubParsersAction,
-    common: argparse.ArgumentParser,
-    source_options: Any,
-) -> None:
-    """Register ``icbpl pretrain`` (``source_options(p)`` adds --dataset/--split/...)."""
-    p = sub.add_parser(
-        "pretrain",
-        parents=[common],
-        help="train an encoder with Barlow Twins on your images (for `cluster --weights DIR`)",
-        description=(
-            "Train an encoder self-supervised with Barlow Twins (Zbontar et al. 2021; the paper's "
-            "encoders) on the images in PATH, from scratch (--weights random) or from given "
-            "weights, with the paper's augmentations. Writes encoder.safetensors + encoder.json "
-            "into --out, and a checkpoint after every epoch (--resume continues it). Runs under "
-            "`torchrun --nproc_per_node N` too."
-        ),
-    )
+def pretrain_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl pretrain``'s arguments."""
     p.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
     p.add_argument("--out", required=True, metavar="ENCODER_DIR", help="encoder folder to write")
     source_options(p)
-    p.add_argument(
-        "--encoder",
-        metavar="NAME",
-        help="encoder architecture (default: that of --weights DIR, else efficientnet_lite0; "
-        "`icbpl encoders` lists them; resnet18_cifar for the paper's CIFAR protocol)",
+    add_options(
+        p,
+        {
+            ("--encoder", None, "NAME"): "encoder architecture (default: that of --weights DIR, "
+            "else efficientnet_lite0; `icbpl encoders` lists them; resnet18_cifar for the paper's "
+            "CIFAR protocol)",
+            ("--weights", None, "FILE|DIR"): "start from these weights: a checkpoint file, an "
+            "encoder folder, or 'random' for training from scratch (default: the encoder's "
+            "default weights)",
+            ("--input-size", _number(int, 8), "PX"): "input side in px",
+            ("--epochs", _number(int, 1), "E", 100): "length of the schedule in epochs (default: "
+            "100; the paper's in-domain encoders use about 1,000)",
+            ("--minutes", _number(float, 0.0, strict=True), "M"): "stop after the epoch that ends "
+            "past M minutes (the encoder so far is written; the same command with --resume "
+            "continues the schedule)",
+            ("--resume", bool, None): "continue from ENCODER_DIR/checkpoint",
+            ("--batch-size", _number(int, 2), "B"): "global batch of images per step (default: "
+            "256, or fewer for a small folder)",
+            ("--projector", _widths, "W,W,W", (2048, 2048, 2048)): "projector widths (default: "
+            "2048,2048,2048; smaller for small encoders on a CPU)",
+            ("--optimizer", ("lars", "sgd", "adamw"), None, "lars"): "optimiser (default: lars, "
+            "as Barlow Twins)",
+            ("--lr", _number(float, 0.0, strict=True), "LR"): "learning rate (default: 0.3 / 0.05 "
+            "/ 1e-3 per 256 images for lars / sgd / adamw)",
+            ("--device", None, "DEV", "auto"): "auto, cpu, cuda[:i] or mps",
+            ("--precision", ("auto", "fp32", "bf16"), None, "auto"): "(default: auto)",
+            ("--seed", _number(int, 0), "S", 0): "(default: 0)",
+            ("--threads", _number(int, 1), "N"): "CPU threads of torch",
+        },
     )
-    p.add_argument(
-        "--weights",
-        metavar="FILE|DIR",
-        help="start from these weights: a checkpoint file, an encoder folder, or 'random' for "
-        "training from scratch (default: the encoder's default weights)",
-    )
-    p.add_argument("--input-size", type=_number(int, 8), metavar="PX", help="input side in px")
-    p.add_argument(
-        "--epochs",
-        type=_number(int, 1),
-        default=100,
-        metavar="E",
-        help="length of the schedule in epochs (default: 100; the paper's in-domain encoders "
-        "use about 1,000)",
-    )
-    p.add_argument(
-        "--minutes",
-        type=_number(float, 0.0, strict=True),
-        metavar="M",
-        help="stop after the epoch that ends past M minutes (the encoder so far is written; the "
-        "same command with --resume continues the schedule)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from ENCODER_DIR/checkpoint")
-    _schedule_options(p)
-    p.set_defaults(command="pretrain")
-
-
-def _schedule_options(p: argparse.ArgumentParser) -> None:
-    """``icbpl pretrain``'s batch, projector, optimiser and run-time options."""
-    p.add_argument(
-        "--batch-size",
-        type=_number(int, 2),
-        metavar="B",
-        help="global batch of images per step (default: 256, or fewer for a small folder)",
-    )
-    p.add_argument(
-        "--projector",
-        type=_widths,
-        default=(2048, 2048, 2048),
-        metavar="W,W,W",
-        help="projector widths (default: 2048,2048,2048; smaller for small encoders on a CPU)",
-    )
-    p.add_argument(
-        "--optimizer",
-        choices=("lars", "sgd", "adamw"),
-        default="lars",
-        help="optimiser (default: lars, as Barlow Twins)",
-    )
-    p.add_argument(
-        "--lr",
-        type=_number(float, 0.0, strict=True),
-        metavar="LR",
-        help="learning rate (default: 0.3 / 0.05 / 1e-3 per 256 images for lars / sgd / adamw)",
-    )
-    p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda[:i] or mps")
-    p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="(default: auto)"
-    )
-    p.add_argument("--seed", type=_number(int, 0), default=0, metavar="S", help="(default: 0)")
-    p.add_argument("--threads", type=_number(int, 1), metavar="N", help="CPU threads of torch")
 
 
 def _check_out(out: Path, resume: bool) -> None:

@@ -1,11 +1,11 @@
-"""Value parsers of the ``icbpl`` command line (argparse ``type=`` functions)."""
+"""Value parsers (argparse ``type=`` functions) and option tables of the ``icbpl`` command line."""
 
 from __future__ import annotations
 
 import argparse
-from typing import cast
+from typing import Any, cast
 
-__all__ = ["parse_k", "parse_k_range"]
+__all__ = ["add_options", "parse_k", "parse_k_range", "source_options"]
 
 
 def parse_k(text: str) -> int | str:
@@ -72,3 +72,34 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def add_options(p: argparse._ActionsContainer, table: dict[tuple[Any, ...], str]) -> None:
+    """Add an option per ``(flag, kind, metavar[, default]): help`` entry of ``table``, in order.
+
+    ``flag`` is one name or a tuple of names; ``kind`` is the value parser (``None`` keeps the
+    text), a tuple of choices, or ``bool`` for a switch (``store_true``, no metavar).
+    """
+    for (flag, kind, metavar, *default), text in table.items():
+        kwargs: dict[str, Any] = {"help": text, **({"default": default[0]} if default else {})}
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif isinstance(kind, tuple):
+            kwargs.update(choices=kind, metavar=metavar)
+        else:
+            kwargs.update(type=kind, metavar=metavar)
+        p.add_argument(*((flag,) if isinstance(flag, str) else flag), **kwargs)
+
+
+def source_options(p: argparse.ArgumentParser) -> None:
+    """--dataset, --split and --include-hidden: how PATH is read."""
+    add_options(
+        p,
+        {
+            ("--dataset", None, "NAME"): "read PATH as this dataset's root (cifar10, cifar100, "
+            "stl10, mnist, ...)",
+            ("--split", None, "S"): "dataset split (train, test, all), or a sub-folder of PATH",
+            ("--include-hidden", bool, None, None): "also read files and folders whose names "
+            "start with '.' (skipped by default)",
+        },
+    )
