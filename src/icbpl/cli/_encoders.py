@@ -48,29 +48,23 @@ class EncoderInfo:
     pip_name: str | None = None
 
 
-_FB = "https://dl.fbaipublicfiles.com"
 _SSL, _SUP, _RANDOM = "self-supervised", "supervised", "none (random)"
+
+
+def _fb(dim: int, path: str) -> EncoderInfo:
+    """Self-supervised weights at ``path`` of dl.fbaipublicfiles.com, for 224 px inputs."""
+    return EncoderInfo(dim, 224, _SSL, url=f"https://dl.fbaipublicfiles.com/{path}")
+
 
 #: Every encoder of `icbpl.encoders.list_encoders`, by name.
 ENCODERS: dict[str, EncoderInfo] = {
-    "barlowtwins_resnet50": EncoderInfo(
-        2048,
-        224,
-        _SSL,
-        url=f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth",
+    "barlowtwins_resnet50": _fb(
+        2048, "barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth"
     ),
-    "dino_vitb16": EncoderInfo(
-        768, 224, _SSL, url=f"{_FB}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
-    ),
-    "dino_vits16": EncoderInfo(
-        384, 224, _SSL, url=f"{_FB}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
-    ),
-    "dinov2_vitb14": EncoderInfo(
-        768, 224, _SSL, url=f"{_FB}/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"
-    ),
-    "dinov2_vits14": EncoderInfo(
-        384, 224, _SSL, url=f"{_FB}/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"
-    ),
+    "dino_vitb16": _fb(768, "dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"),
+    "dino_vits16": _fb(384, "dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"),
+    "dinov2_vitb14": _fb(768, "dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"),
+    "dinov2_vits14": _fb(384, "dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"),
     **{
         f"efficientnet_lite{i}": EncoderInfo(
             1280,
@@ -81,16 +75,11 @@ ENCODERS: dict[str, EncoderInfo] = {
         )
         for i, size in ((0, 160), (1, 176), (2, 192))
     },
-    "mae_vitb16": EncoderInfo(768, 224, _SSL, url=f"{_FB}/mae/pretrain/mae_pretrain_vit_base.pth"),
-    "mocov2_resnet50": EncoderInfo(
-        2048,
-        224,
-        _SSL,
-        url=f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+    "mae_vitb16": _fb(768, "mae/pretrain/mae_pretrain_vit_base.pth"),
+    "mocov2_resnet50": _fb(
+        2048, "moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar"
     ),
-    "mocov3_resnet50": EncoderInfo(
-        2048, 224, _SSL, url=f"{_FB}/moco-v3/r-50-1000ep/r-50-1000ep.pth.tar"
-    ),
+    "mocov3_resnet50": _fb(2048, "moco-v3/r-50-1000ep/r-50-1000ep.pth.tar"),
     "resnet18_cifar": EncoderInfo(512, 32, _RANDOM),
     "resnet18_cifar_small": EncoderInfo(128, 32, _RANDOM),
     "resnet50": EncoderInfo(
