@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from icbpl.util.checkpoint import read_weights_file
 
 __all__ = [
     "IGNORED_KEYS",
@@ -25,6 +27,7 @@ __all__ = [
     "WeightsUnavailableError",
     "download",
     "file_identity",
+    "load_checkpoint",
     "load_into",
     "map_by_order",
     "resolve_weights",
@@ -255,6 +258,30 @@ def load_into(
             f"checkpoint but {want} in the model; is it a checkpoint of a different model size?"
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: Path,
+    *,
+    what: str,
+    prefix: str | None = None,
+    preferred: Sequence[str] = (),
+    convert: Callable[[dict[str, Tensor], Any], Mapping[str, Tensor]] | None = None,
+) -> str:
+    """Load the backbone in the weight file ``path`` into ``model``; return the file's identity.
+
+    The state dict is unwrapped (:func:`unwrap_state_dict`), taken from under its key prefix
+    (:func:`select_prefix` with ``prefix`` and ``preferred``), passed through
+    ``convert(state, model)`` when given (e.g. timm's ViT ``checkpoint_filter_fn``) and loaded
+    with every tensor checked (:func:`load_into`). Errors name ``what`` and the file.
+    """
+    source = f"{what} weights {str(path)!r}"
+    state = unwrap_state_dict(read_weights_file(path), source=source)
+    keys = list(model.state_dict())
+    state = select_prefix(state, keys, prefix=prefix, preferred=preferred, source=source)
+    load_into(model, state if convert is None else convert(dict(state), model), source=source)
+    return file_identity(path)
 
 
 def map_by_order(

@@ -24,6 +24,10 @@ __all__ = ["Encoder", "EncoderConfig", "create_encoder", "list_encoders", "regis
 
 logger = logging.getLogger(__name__)
 
+#: ImageNet channel statistics, the normalisation of most ImageNet-trained weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 FactoryT = TypeVar("FactoryT", bound=Callable[..., Any])
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

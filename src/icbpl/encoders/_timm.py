@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from icbpl.encoders._backbone import BackboneEncoder, arrange_stages, split_evenly
+from icbpl.encoders._registry import EncoderConfig
 
-__all__ = ["TimmEncoder", "timm_feature_dim", "timm_stages"]
+__all__ = ["TimmEncoder", "timm_feature_dim", "timm_stages", "wrap_timm"]
 
 #: Transformer blocks are grouped into this many stages (like a ResNet's four).
 VIT_STAGE_GROUPS = 4
@@ -29,6 +30,21 @@ class TimmEncoder(BackboneEncoder):
     def stages(self) -> list[nn.Module]:
         """Stem, body stages and output side of the timm model (see :func:`timm_stages`)."""
         return timm_stages(self.backbone)
+
+
+def wrap_timm(
+    model: nn.Module,
+    name: str,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    input_size: int,
+    *,
+    supervised: bool,
+    weights: str,
+) -> TimmEncoder:
+    """``model`` as the encoder ``name``, its feature dimension read from it."""
+    dim = timm_feature_dim(model)
+    return TimmEncoder(model, EncoderConfig(name, mean, std, input_size, dim, supervised, weights))
 
 
 def timm_feature_dim(model: nn.Module) -> int:

@@ -20,7 +20,6 @@ resnet_cifar_tiny    8     (1, 1, 1, 1) 64       16
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from icbpl.encoders._backbone import BackboneEncoder
+from icbpl.encoders._checkpoints import file_identity
 from icbpl.encoders._registry import EncoderConfig, register_encoder
 from icbpl.util.checkpoint import load_weights
 
@@ -115,9 +115,6 @@ class CifarResNetEncoder(BackboneEncoder):
 
     backbone: CifarResNet
 
-    def __init__(self, backbone: CifarResNet, config: EncoderConfig) -> None:
-        super().__init__(backbone, config)
-
     def forward_features(self, x: Tensor) -> Tensor:
         """Normalised images -> pooled ``(B, 8w)`` features."""
         return self.backbone(x)
@@ -126,14 +123,6 @@ class CifarResNetEncoder(BackboneEncoder):
         """The four residual stages, input to output."""
         b = self.backbone
         return [b.layer1, b.layer2, b.layer3, b.layer4]
-
-
-def _file_identity(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -196,7 +185,7 @@ def build_cifar_resnet(name: str, weights: str | None = None) -> CifarResNetEnco
                 f"create_encoder({(match or ['?'])[0]!r}, weights=...)"
             )
         _load_backbone(backbone, path)
-        identity = _file_identity(path)
+        identity = file_identity(path)
         logger.info("%s: loaded weights %s (%s)", name, path, identity)
     config = EncoderConfig(
         name=name,

@@ -40,8 +40,8 @@ from icbpl.encoders._checkpoints import (
     select_prefix,
     unwrap_state_dict,
 )
-from icbpl.encoders._registry import EncoderConfig, register_encoder
-from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
+from icbpl.encoders._registry import register_encoder
+from icbpl.encoders._timm import TimmEncoder, wrap_timm
 from icbpl.util.checkpoint import read_weights_file
 
 __all__ = ["LITE_MODELS", "efficientnet_lite"]
@@ -133,16 +133,8 @@ def efficientnet_lite(
         logger.info("%s: loaded %s (%s)", name, path, identity)
     if not keep_classifier:
         model.reset_classifier(0)  # type: ignore[operator]
-    config = EncoderConfig(
-        name=name,
-        mean=mean,
-        std=std,
-        input_size=input_size or spec.input_size,
-        feature_dim=timm_feature_dim(model),
-        supervised=supervised,
-        weights=identity,
-    )
-    return TimmEncoder(model, config)
+    size = input_size or spec.input_size
+    return wrap_timm(model, name, mean, std, size, supervised=supervised, weights=identity)
 
 
 def _load_lite(model: Any, path: Path, *, source: str, optional: tuple[str, ...]) -> None:

@@ -34,22 +34,12 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from icbpl.encoders._backbone import BackboneEncoder, arrange_stages
-from icbpl.encoders._checkpoints import (
-    file_identity,
-    load_into,
-    resolve_weights,
-    select_prefix,
-    unwrap_state_dict,
-)
-from icbpl.encoders._registry import EncoderConfig, register_encoder
-from icbpl.util.checkpoint import read_weights_file
+from icbpl.encoders._checkpoints import load_checkpoint, resolve_weights
+from icbpl.encoders._registry import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig, register_encoder
 
 __all__ = ["RESNET_MODELS", "ResNetEncoder", "resnet50_encoder"]
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _SIMCLR_HINT = (
     "The official SimCLR weights are TensorFlow checkpoints: convert the ResNet-50 (1x) with "
@@ -149,12 +139,7 @@ def resnet50_encoder(
     path = resolve_weights(weights, what=name, default_url=spec.url, hint=spec.hint)
     identity = "random"
     if path is not None:
-        source = f"{name} weights {str(path)!r}"
-        state = unwrap_state_dict(read_weights_file(path), source=source)
-        keys = list(model.state_dict())
-        state = select_prefix(state, keys, prefix=prefix, preferred=spec.prefixes, source=source)
-        load_into(model, state, source=source)
-        identity = file_identity(path)
+        identity = load_checkpoint(model, path, what=name, prefix=prefix, preferred=spec.prefixes)
         logger.info("%s: loaded %s (%s)", name, path, identity)
     config = EncoderConfig(
         name=name,

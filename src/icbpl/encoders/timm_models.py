@@ -21,17 +21,9 @@ from timm.models import get_pretrained_cfg, is_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from icbpl.encoders._checkpoints import (
-    WeightsUnavailableError,
-    file_identity,
-    load_into,
-    resolve_weights,
-    select_prefix,
-    unwrap_state_dict,
-)
-from icbpl.encoders._registry import EncoderConfig, register_encoder
-from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
-from icbpl.util.checkpoint import read_weights_file
+from icbpl.encoders._checkpoints import WeightsUnavailableError, load_checkpoint, resolve_weights
+from icbpl.encoders._registry import IMAGENET_MEAN, IMAGENET_STD, register_encoder
+from icbpl.encoders._timm import TimmEncoder, wrap_timm
 
 __all__ = ["is_self_supervised_tag", "timm_encoder"]
 
@@ -99,26 +91,21 @@ def timm_encoder(
         path = resolve_weights(weights, what=f"timm:{model_name}", default_url=None)
         inferred = path is not None
         if path is not None:
-            source = f"timm:{model_name} weights {str(path)!r}"
-            state = unwrap_state_dict(read_weights_file(path), source=source)
-            state = select_prefix(state, list(model.state_dict()), prefix=prefix, source=source)
-            if isinstance(model, VisionTransformer):
-                state = checkpoint_filter_fn(dict(state), model)
-            load_into(model, state, source=source)
-            identity = file_identity(path)
+            convert = checkpoint_filter_fn if isinstance(model, VisionTransformer) else None
+            what = f"timm:{model_name}"
+            identity = load_checkpoint(model, path, what=what, prefix=prefix, convert=convert)
     pcfg = _pretrained_cfg(model)
     if identity == "random":
         inferred, supervised = False, False
-    config = EncoderConfig(
-        name=f"timm:{model_name}",
-        mean=mean or tuple(pcfg.get("mean", (0.485, 0.456, 0.406))),
-        std=std or tuple(pcfg.get("std", (0.229, 0.224, 0.225))),
-        input_size=input_size or int(pcfg.get("input_size", (3, 224, 224))[-1]),
-        feature_dim=timm_feature_dim(model),
+    return wrap_timm(
+        model,
+        f"timm:{model_name}",
+        mean or tuple(pcfg.get("mean", IMAGENET_MEAN)),
+        std or tuple(pcfg.get("std", IMAGENET_STD)),
+        input_size or int(pcfg.get("input_size", (3, 224, 224))[-1]),
         supervised=inferred if supervised is None else supervised,
         weights=identity,
     )
-    return TimmEncoder(model, config)
 
 
 def _pretrained_cfg(model: nn.Module) -> dict[str, Any]:

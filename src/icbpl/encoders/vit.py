@@ -29,23 +29,15 @@ from typing import Any
 import timm
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from icbpl.encoders._checkpoints import (
-    file_identity,
-    load_into,
-    resolve_weights,
-    select_prefix,
-    unwrap_state_dict,
-)
-from icbpl.encoders._registry import EncoderConfig, register_encoder
-from icbpl.encoders._timm import TimmEncoder, timm_feature_dim
-from icbpl.util.checkpoint import read_weights_file
+from icbpl.encoders._checkpoints import load_checkpoint, resolve_weights
+from icbpl.encoders._registry import IMAGENET_MEAN, IMAGENET_STD, register_encoder
+from icbpl.encoders._timm import TimmEncoder, wrap_timm
 
 __all__ = ["VIT_MODELS", "vit_encoder"]
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+_FB = "https://dl.fbaipublicfiles.com"
 
 
 @dataclass(frozen=True)
@@ -55,30 +47,25 @@ class _ViTSpec:
     patch: int
 
 
-_DINO = "https://dl.fbaipublicfiles.com/dino"
-_DINOV2 = "https://dl.fbaipublicfiles.com/dinov2"
-
 VIT_MODELS: dict[str, _ViTSpec] = {
     "mae_vitb16": _ViTSpec(
-        "vit_base_patch16_224",
-        "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
-        16,
+        "vit_base_patch16_224", f"{_FB}/mae/pretrain/mae_pretrain_vit_base.pth", 16
     ),
     "dino_vits16": _ViTSpec(
         "vit_small_patch16_224",
-        f"{_DINO}/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
+        f"{_FB}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
         16,
     ),
     "dino_vitb16": _ViTSpec(
         "vit_base_patch16_224",
-        f"{_DINO}/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
+        f"{_FB}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
         16,
     ),
     "dinov2_vits14": _ViTSpec(
-        "vit_small_patch14_dinov2", f"{_DINOV2}/dinov2_vits14/dinov2_vits14_pretrain.pth", 14
+        "vit_small_patch14_dinov2", f"{_FB}/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth", 14
     ),
     "dinov2_vitb14": _ViTSpec(
-        "vit_base_patch14_dinov2", f"{_DINOV2}/dinov2_vitb14/dinov2_vitb14_pretrain.pth", 14
+        "vit_base_patch14_dinov2", f"{_FB}/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth", 14
     ),
 }
 
@@ -121,22 +108,11 @@ def vit_encoder(
         raise TypeError(f"{spec.timm_name} built a {type(model).__name__}, not a VisionTransformer")
     identity = "random"
     if path is not None:
-        source = f"{name} weights {str(path)!r}"
-        state = unwrap_state_dict(read_weights_file(path), source=source)
-        state = select_prefix(state, list(model.state_dict()), prefix=prefix, source=source)
-        load_into(model, checkpoint_filter_fn(dict(state), model), source=source)
-        identity = file_identity(path)
+        identity = load_checkpoint(
+            model, path, what=name, prefix=prefix, convert=checkpoint_filter_fn
+        )
         logger.info("%s: loaded %s (%s)", name, path, identity)
-    config = EncoderConfig(
-        name=name,
-        mean=mean,
-        std=std,
-        input_size=input_size,
-        feature_dim=timm_feature_dim(model),
-        supervised=False,
-        weights=identity,
-    )
-    return TimmEncoder(model, config)
+    return wrap_timm(model, name, mean, std, input_size, supervised=False, weights=identity)
 
 
 for _name in VIT_MODELS:
