@@ -32,8 +32,8 @@ _REGISTRY: dict[str, DatasetInfo] = {}
 def register_dataset(
     name: str,
     *,
-    splits: tuple[str, ...],
     description: str,
+    splits: tuple[str, ...] = ("train", "test", "all"),
     default_split: str = "train",
     claims: Callable[[Path], bool] | None = None,
 ) -> Callable[[Loader], Loader]:
@@ -41,6 +41,7 @@ def register_dataset(
 
     ``root`` is the folder holding the dataset's files (or the dataset folder or archive
     itself); ``claims(path)`` lets `load_dataset` recognise a path given instead of a name.
+    ``splits`` are those ``split`` may name (``"all"`` is train + test).
     """
 
     def decorator(loader: Loader) -> Loader:

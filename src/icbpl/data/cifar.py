@@ -25,11 +25,7 @@ from icbpl.data._registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
-SPLITS = ("train", "test", "all")
+CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 _ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -238,7 +234,6 @@ def _claims_cifar10(path: Path) -> bool:
 
 @register_dataset(
     "cifar10",
-    splits=SPLITS,
     claims=_claims_cifar10,
     description="CIFAR-10: official python/binary batches, or the JPEG copy (cifar10-jpg)",
 )
@@ -265,7 +260,6 @@ def _claims_cifar100(path: Path) -> bool:
 
 @register_dataset(
     "cifar100",
-    splits=SPLITS,
     claims=_claims_cifar100,
     description="CIFAR-100 (official python or binary); label_type='fine' (100) or 'coarse' (20)",
 )

@@ -20,7 +20,6 @@ FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
-SPLITS = ("train", "test", "all")
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -115,7 +114,6 @@ def _load_mnist_like(
 
 @register_dataset(
     "mnist",
-    splits=SPLITS,
     claims=lambda p: p.name in ("mnist.npz", "mnist"),
     description="MNIST: official idx files (.gz or not) or mnist.npz",
 )
@@ -128,7 +126,6 @@ def load_mnist(root: Path, split: str) -> ArraySource:
 
 @register_dataset(
     "fashion-mnist",
-    splits=SPLITS,
     claims=lambda p: p.is_dir() and p.name in ("fashion-mnist", "fashion_mnist", "FashionMNIST"),
     description="Fashion-MNIST: official idx files (.gz or not)",
 )
@@ -140,7 +137,6 @@ def load_fashion_mnist(root: Path, split: str) -> ArraySource:
 
 @register_dataset(
     "npz",
-    splits=SPLITS,
     claims=lambda p: p.is_file() and p.suffix == ".npz",
     description="any .npz with x_train, y_train, x_test, y_test arrays (root = the file)",
 )

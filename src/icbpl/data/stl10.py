@@ -18,10 +18,7 @@ from icbpl.data._registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-STL10_CLASSES = [
-    "airplane", "bird", "car", "cat", "deer",
-    "dog", "horse", "monkey", "ship", "truck",
-]  # fmt: skip
+STL10_CLASSES = "airplane bird car cat deer dog horse monkey ship truck".split()
 SPLITS = ("train", "test", "all", "unlabeled")
 _SIDE = 96
 _RECORD = 3 * _SIDE * _SIDE
