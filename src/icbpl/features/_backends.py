@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from icbpl.features._cache import cache_key
+from icbpl.util.atomic import atomic_write_text
 from icbpl.util.device import autocast_context
 
 __all__ = [
@@ -229,9 +230,7 @@ class OnnxRunner:
     def _mark_verified(self, check: dict[str, float]) -> None:
         """Record that the export at ``self.path`` passed `_verify` (with its SHA-256)."""
         marker = {"sha256": _file_sha256(self.path), **check}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.json.tmp")
-        tmp.write_text(json.dumps(marker), encoding="utf-8")
-        os.replace(tmp, _marker(self.path))
+        atomic_write_text(_marker(self.path), json.dumps(marker))
 
     def _session(self, path: Path) -> Any:
         options = self._ort.SessionOptions()

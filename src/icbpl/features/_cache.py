@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from icbpl.util.atomic import atomic_open
+
 __all__ = ["RowCache", "cache_key"]
 
 logger = logging.getLogger(__name__)
@@ -46,15 +48,6 @@ def cache_key(fields: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``fields`` (sorted keys), as 64 hex characters."""
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _check_file_size(path: Path) -> None:
@@ -94,12 +87,8 @@ class RowCache:
         sums: list[list[str]] | None = None,
         bad: list[set[int]] | None = None,
     ) -> None:
-        self.path = path
-        self.key = key
-        self.fields = fields
-        self._array = array
-        self.rows_complete = rows_complete
-        self._pending = list(rows_complete)
+        self.path, self.key, self.fields = path, key, fields
+        self._array, self.rows_complete, self._pending = array, rows_complete, list(rows_complete)
         #: per slot, the checksum of each chunk (of its complete rows)
         self._sums = sums if sums is not None else [[] for _ in rows_complete]
         #: per slot, the chunks that failed their checksum and are not yet rewritten whole
@@ -298,7 +287,8 @@ class RowCache:
             "chunk_rows": CHUNK_ROWS,
             "checksums": self._sums,
         }
-        _atomic_write_json(self.path.with_suffix(".json"), meta)
+        with atomic_open(self.path.with_suffix(".json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
 
     def _update_sums(self) -> None:
         """Checksums of the chunks written since the last commit (failed chunks once whole)."""
