@@ -74,40 +74,21 @@ def _absolute(value: str | None) -> str | None:
     return str(Path(value).expanduser().resolve())
 
 
+#: ``icbpl cluster``'s options whose `icbpl.pipeline.ClusterConfig` field has another name (the
+#: others pass through under their own name).
+_FIELD = {"neighbours": "n_neighbours", "heads": "n_heads"}
+
+
 def _cluster_config(args: argparse.Namespace) -> Any:
     from icbpl.pipeline import ClusterConfig
 
     weights = args.weights
     if weights not in (None, "random") and not weights.startswith(("http://", "https://")):
         weights = _absolute(weights)
-    given = {
-        "path": _absolute(args.path),
-        "k": args.k,
-        "k_range": args.k_range,
-        "dataset": args.dataset,
-        "split": args.split,
-        "include_hidden": args.include_hidden,
-        "encoder": args.encoder,
-        "weights": weights,
-        "input_size": args.input_size,
-        "views": args.views,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "precision": args.precision,
-        "cache_dir": "" if args.no_cache else _absolute(args.cache_dir),
-        "seed": args.seed,
-        "latent_dim": args.latent_dim,
-        "n_neighbours": args.neighbours,
-        "init": args.init,
-        "n_heads": args.heads,
-        "self_label_epochs": args.self_label_epochs,
-        "patience": args.patience,
-        "loss_weights": args.loss_weights,
-        "finetune": args.finetune,
-        "encoder_lr": args.encoder_lr,
-        "train_batch_size": args.train_batch_size,
-    }
+    fields = {f.name for f in dataclasses.fields(ClusterConfig)}
+    given = {_FIELD.get(k, k): v for k, v in vars(args).items() if _FIELD.get(k, k) in fields}
+    given.update(path=_absolute(args.path), weights=weights)
+    given["cache_dir"] = "" if args.no_cache else _absolute(args.cache_dir)
     given = {key: value for key, value in given.items() if value is not None}
     if args.weights is not None and Path(args.weights).expanduser().is_dir():
         given.update(_encoder_folder_options(args))
