@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from icbpl.cli._common import CliError, log_file
-from icbpl.cli._types import add_options, source_options
+from icbpl.cli._types import add_options, number, source_options
 
 __all__ = ["cmd_pretrain", "pretrain_options"]
 
@@ -36,19 +36,34 @@ def _widths(text: str) -> tuple[int, ...]:
     return values
 
 
-def _number(kind: type, low: float, strict: bool = False) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(
-                f"expected a number {'>' if strict else '>='} {low}, got {value}"
-            )
-        return value
-
-    return parse
+#: ``icbpl pretrain``'s options after PATH, --out and the source options.
+_OPTIONS: dict[tuple[Any, ...], str] = {
+    ("--encoder", None, "NAME"): "encoder architecture (default: that of --weights DIR, "
+    "else efficientnet_lite0; `icbpl encoders` lists them; resnet18_cifar for the paper's "
+    "CIFAR protocol)",
+    ("--weights", None, "FILE|DIR"): "start from these weights: a checkpoint file, an "
+    "encoder folder, or 'random' for training from scratch (default: the encoder's "
+    "default weights)",
+    ("--input-size", number(int, 8), "PX"): "input side in px",
+    ("--epochs", number(int, 1), "E", 100): "length of the schedule in epochs (default: "
+    "100; the paper's in-domain encoders use about 1,000)",
+    ("--minutes", number(float, 0.0, strict=True), "M"): "stop after the epoch that ends "
+    "past M minutes (the encoder so far is written; the same command with --resume "
+    "continues the schedule)",
+    ("--resume", bool, None): "continue from ENCODER_DIR/checkpoint",
+    ("--batch-size", number(int, 2), "B"): "global batch of images per step (default: "
+    "256, or fewer for a small folder)",
+    ("--projector", _widths, "W,W,W", (2048, 2048, 2048)): "projector widths (default: "
+    "2048,2048,2048; smaller for small encoders on a CPU)",
+    ("--optimizer", ("lars", "sgd", "adamw"), None, "lars"): "optimiser (default: lars, "
+    "as Barlow Twins)",
+    ("--lr", number(float, 0.0, strict=True), "LR"): "learning rate (default: 0.3 / 0.05 "
+    "/ 1e-3 per 256 images for lars / sgd / adamw)",
+    ("--device", None, "DEV", "auto"): "auto, cpu, cuda[:i] or mps",
+    ("--precision", ("auto", "fp32", "bf16"), None, "auto"): "(default: auto)",
+    ("--seed", number(int, 0), "S", 0): "(default: 0)",
+    ("--threads", number(int, 1), "N"): "CPU threads of torch",
+}
 
 
 def pretrain_options(p: argparse.ArgumentParser) -> None:
@@ -56,36 +71,7 @@ def pretrain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="folder of images, or a dataset root")
     p.add_argument("--out", required=True, metavar="ENCODER_DIR", help="encoder folder to write")
     source_options(p)
-    add_options(
-        p,
-        {
-            ("--encoder", None, "NAME"): "encoder architecture (default: that of --weights DIR, "
-            "else efficientnet_lite0; `icbpl encoders` lists them; resnet18_cifar for the paper's "
-            "CIFAR protocol)",
-            ("--weights", None, "FILE|DIR"): "start from these weights: a checkpoint file, an "
-            "encoder folder, or 'random' for training from scratch (default: the encoder's "
-            "default weights)",
-            ("--input-size", _number(int, 8), "PX"): "input side in px",
-            ("--epochs", _number(int, 1), "E", 100): "length of the schedule in epochs (default: "
-            "100; the paper's in-domain encoders use about 1,000)",
-            ("--minutes", _number(float, 0.0, strict=True), "M"): "stop after the epoch that ends "
-            "past M minutes (the encoder so far is written; the same command with --resume "
-            "continues the schedule)",
-            ("--resume", bool, None): "continue from ENCODER_DIR/checkpoint",
-            ("--batch-size", _number(int, 2), "B"): "global batch of images per step (default: "
-            "256, or fewer for a small folder)",
-            ("--projector", _widths, "W,W,W", (2048, 2048, 2048)): "projector widths (default: "
-            "2048,2048,2048; smaller for small encoders on a CPU)",
-            ("--optimizer", ("lars", "sgd", "adamw"), None, "lars"): "optimiser (default: lars, "
-            "as Barlow Twins)",
-            ("--lr", _number(float, 0.0, strict=True), "LR"): "learning rate (default: 0.3 / 0.05 "
-            "/ 1e-3 per 256 images for lars / sgd / adamw)",
-            ("--device", None, "DEV", "auto"): "auto, cpu, cuda[:i] or mps",
-            ("--precision", ("auto", "fp32", "bf16"), None, "auto"): "(default: auto)",
-            ("--seed", _number(int, 0), "S", 0): "(default: 0)",
-            ("--threads", _number(int, 1), "N"): "CPU threads of torch",
-        },
-    )
+    add_options(p, _OPTIONS)
 
 
 def _check_out(out: Path, resume: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, cast
 
-__all__ = ["add_options", "parse_k", "parse_k_range", "source_options"]
+__all__ = ["add_options", "number", "parse_k", "parse_k_range", "source_options"]
 
 
 def parse_k(text: str) -> int | str:
@@ -42,14 +42,24 @@ def _k_range_text(value: object) -> str:
     return f"{lo}..{hi}"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def number(kind: type, low: float, strict: bool = False, noun: str = "a number") -> Any:
+    """A parser of ``kind`` values ``>= low`` (``> low`` when ``strict``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(
+                f"expected {noun} {'>' if strict else '>='} {low}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+_positive = number(int, 0, noun="an integer")
 
 
 def _loss_weights(text: str) -> tuple[float, ...]:
