@@ -11,14 +11,8 @@ TensorFlow-trained weights need.
 These weights are SUPERVISED: they were trained on ImageNet-1k labels, so clustering results
 with them are not unsupervised end to end (``config.supervised`` is ``True``).
 
-Normalisation is inception-style, ``(x - 0.5) / 0.5`` per channel (timm's pretrained config for
-``tf_efficientnet_lite*``). Measured on 200 Tiny-ImageNet validation images at 160 px (1000-way
-top-5): 0.575 with it against 0.395 with the ImageNet mean/std, and the "same" padding of timm's
-``tf_`` models beats symmetric padding (0.525).
-
-Default input sizes: 160 px for Lite0 was measured best for clustering CIFAR-10 (and is about 3x
-cheaper than its native 224). Lite1 (native 240) and Lite2 (native 260) default to the same
-ratio, about 0.7 of the native size rounded to a multiple of 16: 176 and 192 px (not measured).
+Normalisation is inception-style, ``(x - 0.5) / 0.5`` per channel; default input sizes are 160,
+176 and 192 px for Lite0/1/2 (docs/notes/encoders.md has the measurements behind both).
 """
 
 from __future__ import annotations

@@ -4,11 +4,7 @@ A runner is called with ``(B, 3, S, S)`` float32 images in [0, 1] (on the extrac
 returns ``(B, D)`` float32 features on the CPU. The encoder given by the caller is never modified:
 a copy is moved or re-laid-out when needed.
 
-Why ONNX Runtime: on the development CPU (2 cores, AVX2; benchmarks/bench_extraction.py), ORT
-ran ``efficientnet_lite0`` at 160 px 3.2-3.4x faster than PyTorch fp32 channels_last and 2.1-2.3x
-faster than ``torch.compile`` (inductor, freezing), with features within 2e-5 of fp32 PyTorch.
-ORT fuses the batch norms and activations into the convolutions; eager PyTorch spends about a
-third of its time in separate batch-norm and clamp passes.
+ONNX Runtime is the faster CPU runner (about 3x PyTorch's; docs/notes/encoders.md).
 """
 
 from __future__ import annotations
