@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -243,6 +243,17 @@ class ArraySource:
             h.update("\n".join(self.ids).encode(errors="surrogateescape"))
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+
+def split_source(
+    dataset: str, parts: Sequence[str], xs: list[np.ndarray], ys: list[np.ndarray], **kwargs: Any
+) -> ArraySource:
+    """The splits ``parts`` (one image array each in ``xs``, one label array each in ``ys``, or
+    none when unlabelled) as one `ArraySource` with ids ``"{dataset}/{split}/{i:06d}"``;
+    ``kwargs`` go to `ArraySource`."""
+    ids = [f"{dataset}/{s}/{i:06d}" for s, x in zip(parts, xs, strict=True) for i in range(len(x))]
+    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    return ArraySource(x, np.concatenate(ys) if ys else None, ids=ids, **kwargs)
 
 
 def summarize(source: ImageSource) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icbpl.data._base import ArraySource, DataError, file_identity
+from icbpl.data._base import ArraySource, DataError, file_identity, split_source
 from icbpl.data._registry import register_dataset
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 def _from_idx(folder: Path, split: str, dataset: str, classes: list[str]) -> ArraySource:
     parts = ("train", "test") if split == "all" else (split,)
-    xs, ys, ids, used = [], [], [], []
+    xs, ys, used = [], [], []
     for s in parts:
         files = [_find_idx(folder, stem) for stem in _IDX_FILES[s]]
         if None in files:
@@ -62,14 +62,10 @@ def _from_idx(folder: Path, split: str, dataset: str, classes: list[str]) -> Arr
             raise DataError(f"{dataset} {s}: {len(x)} images but {len(y)} labels")
         xs.append(x)
         ys.append(y.astype(np.int64))
-        ids += [f"{dataset}/{s}/{i:06d}" for i in range(len(x))]
         used += files
-    return ArraySource(
-        np.concatenate(xs),
-        np.concatenate(ys),
-        class_names=classes,
-        ids=ids,
-        fingerprint=f"{dataset}-idx-{split}-{file_identity(used)}",  # type: ignore[arg-type]
+    ident = file_identity(used)  # type: ignore[arg-type]
+    return split_source(
+        dataset, parts, xs, ys, class_names=classes, fingerprint=f"{dataset}-idx-{split}-{ident}"
     )
 
 
@@ -81,13 +77,9 @@ def _from_npz(path: Path, split: str, dataset: str, classes: list[str] | None) -
             raise DataError(f"{path} lacks {', '.join(missing)} (has {', '.join(z.files)})")
         xs = [z[f"x_{s}"] for s in parts]
         ys = [z[f"y_{s}"].astype(np.int64).reshape(-1) for s in parts]
-    ids = [f"{dataset}/{s}/{i:06d}" for s, x in zip(parts, xs, strict=True) for i in range(len(x))]
-    return ArraySource(
-        np.concatenate(xs),
-        np.concatenate(ys),
-        class_names=classes,
-        ids=ids,
-        fingerprint=f"{dataset}-npz-{split}-{file_identity([path])}",
+    ident = file_identity([path])
+    return split_source(
+        dataset, parts, xs, ys, class_names=classes, fingerprint=f"{dataset}-npz-{split}-{ident}"
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icbpl.data._base import ArraySource, DataError, file_identity
+from icbpl.data._base import ArraySource, DataError, file_identity, split_source
 from icbpl.data._registry import register_dataset
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,5 @@ def load_stl10(root: Path, split: str) -> ArraySource:
     names = STL10_CLASSES
     if names_file.is_file():
         names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
-    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-    ids = [f"stl10/{s}/{i:06d}" for s, xi in zip(parts, xs, strict=True) for i in range(len(xi))]
-    return ArraySource(
-        x,
-        np.concatenate(ys) if ys else None,
-        class_names=names,
-        ids=ids,
-        fingerprint=f"stl10-{split}-{file_identity(used)}",
-    )
+    fingerprint = f"stl10-{split}-{file_identity(used)}"
+    return split_source("stl10", parts, xs, ys, class_names=names, fingerprint=fingerprint)

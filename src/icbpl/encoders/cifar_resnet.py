@@ -20,6 +20,7 @@ resnet_cifar_tiny    8     (1, 1, 1, 1) 64       16
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -215,27 +216,14 @@ def architecture_of(encoder: nn.Module) -> dict[str, Any] | None:
     return None
 
 
-@register_encoder("resnet18_cifar")
-def resnet18_cifar(weights: str | None = None, **kwargs: Any) -> CifarResNetEncoder:
-    """CIFAR ResNet-18 (512-d features)."""
-    _no_kwargs("resnet18_cifar", kwargs)
-    return build_cifar_resnet("resnet18_cifar", weights)
-
-
-@register_encoder("resnet18_cifar_small")
-def resnet18_cifar_small(weights: str | None = None, **kwargs: Any) -> CifarResNetEncoder:
-    """CIFAR ResNet-18 at a quarter of the width (128-d features), for CPU runs and MNIST."""
-    _no_kwargs("resnet18_cifar_small", kwargs)
-    return build_cifar_resnet("resnet18_cifar_small", weights)
-
-
-@register_encoder("resnet_cifar_tiny")
-def resnet_cifar_tiny(weights: str | None = None, **kwargs: Any) -> CifarResNetEncoder:
-    """A one-block-per-stage CIFAR ResNet of width 8 (64-d features, 16x16 input), for tests."""
-    _no_kwargs("resnet_cifar_tiny", kwargs)
-    return build_cifar_resnet("resnet_cifar_tiny", weights)
-
-
-def _no_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+def _registered(name: str, weights: str | None = None, **kwargs: Any) -> CifarResNetEncoder:
+    """The registered factory of ``name``: random or file weights, no other options."""
     if kwargs:
         raise TypeError(f"{name} takes no options besides weights, got {sorted(kwargs)}")
+    return build_cifar_resnet(name, weights)
+
+
+#: The factories of the names in the module table, as `create_encoder` calls them.
+resnet18_cifar, resnet18_cifar_small, resnet_cifar_tiny = (
+    register_encoder(name)(functools.partial(_registered, name)) for name in ARCHITECTURES
+)
