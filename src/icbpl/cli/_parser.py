@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import cast
 
+from icbpl.cli._pretrain import pretrain_options
 from icbpl.cli._types import (
     _at_least_one,
     _k_range_text,
@@ -172,52 +174,6 @@ def _cluster_training_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-#: Each subcommand's help line and description, in the order ``icbpl --help`` lists them.
-_COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": (
-        "cluster scikit-learn's 8x8 digits with ICBPL and k-means (no download)",
-        "Cluster scikit-learn's bundled 8x8 digits (1797 images) from raw pixels with ICBPL "
-        "(affine views) and with k-means, and print ACC, NMI and ARI of both.",
-    ),
-    "cluster": (
-        "cluster a folder of images (or a dataset)",
-        "Cluster the images in PATH into K groups with ICBPL: features from a pretrained encoder "
-        "(+ augmented views, cached), nearest neighbours, then the ICBPL head. Writes "
-        "assignments.csv, latent.npy, summary.json, config.json, model/ and log.txt into --out.",
-    ),
-    "pretrain": (
-        "train an encoder with Barlow Twins on your images (for `cluster --weights DIR`)",
-        "Train an encoder self-supervised with Barlow Twins (Zbontar et al. 2021; the paper's "
-        "encoders) on the images in PATH, from scratch (--weights random) or from given weights, "
-        "with the paper's augmentations. Writes encoder.safetensors + encoder.json into --out, "
-        "and a checkpoint after every epoch (--resume continues it). Runs under "
-        "`torchrun --nproc_per_node N` too.",
-    ),
-    "predict": (
-        "assign new images with a saved run",
-        "Assign the images in PATH to the clusters of a run of `icbpl cluster`, with the same "
-        "encoder and preprocessing (read from the run's config.json).",
-    ),
-    "encoders": (
-        "list the encoders (or describe encoder folders)",
-        "List the registered encoders: feature dimension, input size, how their default weights "
-        "were trained, and whether those weights are available. With ENCODER_DIR arguments, load "
-        "and describe those encoder folders (of `icbpl pretrain`) instead.",
-    ),
-    "report": (
-        "write report.html for a results folder",
-        "Write a self-contained HTML report (thumbnails, a 2-D map of the encoder features, "
-        "cluster sizes, per-cluster confidence and mixed/split flags, metrics when labels are "
-        "known) of a results folder of `icbpl cluster`.",
-    ),
-    "cache": (
-        "show (info) or remove (clear) the feature cache",
-        "List the cached feature arrays and ONNX exports with their sizes and complete rows "
-        "(info), or remove them (clear; other files in the folder are kept).",
-    ),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``icbpl`` parser with its subcommands."""
     parser = argparse.ArgumentParser(
@@ -226,22 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `icbpl demo`; then `icbpl cluster photos/ --k 10 --out results/`.",
     )
     from icbpl import __version__
-    from icbpl.cli._pretrain import pretrain_options
 
     parser.add_argument("--version", action="version", version=f"icbpl {__version__}")
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    options = {
-        "demo": _demo_options,
-        "cluster": _cluster_options,
-        "pretrain": pretrain_options,
-        "predict": _predict_options,
-        "encoders": _encoders_options,
-        "report": _report_options,
-        "cache": _cache_options,
-    }
-    for name, (summary, description) in _COMMANDS.items():
-        options[name](sub.add_parser(name, parents=[common], help=summary, description=description))
+    for name, (summary, description, add_arguments) in _COMMANDS.items():
+        add_arguments(sub.add_parser(name, parents=[common], help=summary, description=description))
     return parser
 
 
@@ -287,3 +233,57 @@ def _cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-dir", metavar="DIR", help="feature cache folder (default: <icbpl cache>/features)"
     )
+
+
+#: Each subcommand's help line, description and the function that adds its arguments, in the
+#: order ``icbpl --help`` lists them.
+_COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "demo": (
+        "cluster scikit-learn's 8x8 digits with ICBPL and k-means (no download)",
+        "Cluster scikit-learn's bundled 8x8 digits (1797 images) from raw pixels with ICBPL "
+        "(affine views) and with k-means, and print ACC, NMI and ARI of both.",
+        _demo_options,
+    ),
+    "cluster": (
+        "cluster a folder of images (or a dataset)",
+        "Cluster the images in PATH into K groups with ICBPL: features from a pretrained encoder "
+        "(+ augmented views, cached), nearest neighbours, then the ICBPL head. Writes "
+        "assignments.csv, latent.npy, summary.json, config.json, model/ and log.txt into --out.",
+        _cluster_options,
+    ),
+    "pretrain": (
+        "train an encoder with Barlow Twins on your images (for `cluster --weights DIR`)",
+        "Train an encoder self-supervised with Barlow Twins (Zbontar et al. 2021; the paper's "
+        "encoders) on the images in PATH, from scratch (--weights random) or from given weights, "
+        "with the paper's augmentations. Writes encoder.safetensors + encoder.json into --out, "
+        "and a checkpoint after every epoch (--resume continues it). Runs under "
+        "`torchrun --nproc_per_node N` too.",
+        pretrain_options,
+    ),
+    "predict": (
+        "assign new images with a saved run",
+        "Assign the images in PATH to the clusters of a run of `icbpl cluster`, with the same "
+        "encoder and preprocessing (read from the run's config.json).",
+        _predict_options,
+    ),
+    "encoders": (
+        "list the encoders (or describe encoder folders)",
+        "List the registered encoders: feature dimension, input size, how their default weights "
+        "were trained, and whether those weights are available. With ENCODER_DIR arguments, load "
+        "and describe those encoder folders (of `icbpl pretrain`) instead.",
+        _encoders_options,
+    ),
+    "report": (
+        "write report.html for a results folder",
+        "Write a self-contained HTML report (thumbnails, a 2-D map of the encoder features, "
+        "cluster sizes, per-cluster confidence and mixed/split flags, metrics when labels are "
+        "known) of a results folder of `icbpl cluster`.",
+        _report_options,
+    ),
+    "cache": (
+        "show (info) or remove (clear) the feature cache",
+        "List the cached feature arrays and ONNX exports with their sizes and complete rows "
+        "(info), or remove them (clear; other files in the folder are kept).",
+        _cache_options,
+    ),
+}
