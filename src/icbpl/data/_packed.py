@@ -5,8 +5,8 @@ Why: a set such as the CIFAR-10 JPEG copy is 60,000 tiny files. Opening them one
 through ``tarfile``, which parses each header in Python) costs more than decoding them, so the
 archive is decompressed in memory, its headers are walked with a minimal ustar parser (falling
 back to ``tarfile`` on anything unusual), the JPEGs are decoded with libjpeg-turbo, and the
-result is cached as ``.npy`` keyed by the archive's (name, size, mtime). Later loads memory-map
-the cache and take well under a second.
+result is cached as ``.npy`` keyed by the archive's content (`file_identity`). Later loads
+memory-map the cache and take well under a second.
 """
 
 from __future__ import annotations
