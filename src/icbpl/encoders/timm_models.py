@@ -88,11 +88,11 @@ def timm_encoder(
         inferred = not is_self_supervised_tag(str(pcfg.get("tag") or ""))
     else:
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
-        path = resolve_weights(weights, what=f"timm:{model_name}", default_url=None)
+        what = f"timm:{model_name}"
+        path = resolve_weights(weights, what=what, default_url=None)
         inferred = path is not None
         if path is not None:
             convert = checkpoint_filter_fn if isinstance(model, VisionTransformer) else None
-            what = f"timm:{model_name}"
             identity = load_checkpoint(model, path, what=what, prefix=prefix, convert=convert)
     pcfg = _pretrained_cfg(model)
     if identity == "random":
