@@ -42,11 +42,8 @@ def _common() -> argparse.ArgumentParser:
         parent.add_mutually_exclusive_group(),
         {
             (("-q", "--quiet"), bool, None): "no progress bars or stage lines on stderr",
-            (
-                ("-v", "--verbose"),
-                bool,
-                None,
-            ): "log details on stderr and show tracebacks of errors",
+            (("-v", "--verbose"), bool, None): "log details on stderr and show tracebacks of "
+            "errors",
         },
     )
     return parent
@@ -100,8 +97,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     )
     source_options(p)
     _cluster_encoder_options(p)
-    _cluster_model_options(p)
-    _cluster_training_options(p)
+    _cluster_head_options(p)
 
 
 def _cluster_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -124,9 +120,11 @@ def _cluster_encoder_options(p: argparse.ArgumentParser) -> None:
     add_options(p, {("--seed", _positive, "S"): f"random seed (default: {d['seed']})"})
 
 
-def _cluster_model_options(p: argparse.ArgumentParser) -> None:
-    """``icbpl cluster``'s options of the ICBPL head and its start."""
+def _cluster_head_options(p: argparse.ArgumentParser) -> None:
+    """``icbpl cluster``'s options of the ICBPL head: its start and training, self-labelling, the
+    losses, fine-tuning and the report."""
     d = DEFAULTS
+    weights = ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
     add_options(
         p,
         {
@@ -142,17 +140,6 @@ def _cluster_model_options(p: argparse.ArgumentParser) -> None:
             "with the best label-free score (beyond the paper; H times the training; default: 1)",
             ("--patience", _positive, "E"): "stop training once the label-free score has not "
             "improved for E epochs (default: 10; 0 runs every epoch)",
-        },
-    )
-
-
-def _cluster_training_options(p: argparse.ArgumentParser) -> None:
-    """``icbpl cluster``'s options of self-labelling, the losses, fine-tuning and the report."""
-    d = DEFAULTS
-    weights = ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
-    add_options(
-        p,
-        {
             ("--self-label-epochs", _positive, "E"): "after training, distil the clusters into a "
             "linear classifier and run E epochs of SCAN's self-labelling on it (beyond the "
             "paper; default: 0, off)",
