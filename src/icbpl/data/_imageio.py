@@ -39,19 +39,8 @@ from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".pnm",
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(
+    ".jpg .jpeg .png .bmp .gif .webp .tif .tiff .ppm .pgm .pbm .pnm".split()
 )
 #: Raster formats Pillow may use. Restricting them keeps a renamed EPS/PDF (which Pillow would
 #: hand to Ghostscript) or an exotic format from being parsed at all.
