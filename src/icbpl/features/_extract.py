@@ -310,11 +310,8 @@ def _open_caches(
     if cache_dir is None:
         feats = RowCache.in_memory(n, dim)
         vcache = RowCache.in_memory(n, dim, views) if views else None
-        return (
-            feats,
-            vcache,
-            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icbpl-"))),
-        )
+        onnx_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icbpl-")))
+        return feats, vcache, onnx_dir
     root = Path(cache_dir)
     base = {**identity, "source": source.fingerprint(), "numerics": job.precision}
     feats = RowCache.open(root, "features", {**base, "kind": "features"}, n, dim)
@@ -351,11 +348,8 @@ def _run(
     if any(cached):
         kinds = ["features"] + [f"view {j}" for _, j in targets[1:]]
         rows = ", ".join(f"{kind} {c}/{n}" for kind, c in zip(kinds, cached, strict=True))
-        logger.info(
-            "resuming feature extraction: rows already in the cache: %s",
-            rows,
-            extra={"console": True},
-        )
+        text = "resuming feature extraction: rows already in the cache: %s"
+        logger.info(text, rows, extra={"console": True})
     t0 = time.perf_counter()
     commits = _Commits([cache for cache, _ in targets])
     with tqdm(total=remaining, unit="img", desc=desc, disable=not progress) as bar:
@@ -381,9 +375,5 @@ def _run(
             # features of an interrupted batch's views included; SIGKILL keeps the last commit
             commits.commit()
     elapsed = time.perf_counter() - t0
-    logger.info(
-        "encoded %d images in %.1f s (%.1f img/s)",
-        remaining,
-        elapsed,
-        remaining / max(elapsed, 1e-9),
-    )
+    rate = remaining / max(elapsed, 1e-9)
+    logger.info("encoded %d images in %.1f s (%.1f img/s)", remaining, elapsed, rate)
