@@ -40,35 +40,15 @@ logger = logging.getLogger(__name__)
 #: Key prefixes preferred when several select the same number of tensors (query encoder over key
 #: encoder in MoCo v2, base over momentum encoder in MoCo v3, teacher over student in DINO).
 PREFERRED_PREFIXES = (
-    "module.encoder_q.",
-    "encoder_q.",
-    "module.base_encoder.",
-    "base_encoder.",
-    "teacher.backbone.",
-    "backbone.",
-    "module.backbone.",
-    "encoder.",
-    "module.encoder.",
-    "model.",
-    "module.",
-    "",
-)
+    "module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.", "teacher.backbone.",
+    "backbone.", "module.backbone.", "encoder.", "module.encoder.", "model.", "module.", "",
+)  # fmt: skip
 
 #: Checkpoint keys (after the prefix) that are heads or training state, dropped silently.
 IGNORED_KEYS = (
-    "fc.",
-    "head.",
-    "heads.",
-    "classifier.",
-    "projector.",
-    "projection",
-    "predictor.",
-    "prototypes.",
-    "decoder",
-    "mask_token",
-    "queue",
-    "pre_logits.",
-)
+    "fc.", "head.", "heads.", "classifier.", "projector.", "projection", "predictor.",
+    "prototypes.", "decoder", "mask_token", "queue", "pre_logits.",
+)  # fmt: skip
 
 _NESTING_KEYS = ("state_dict", "model", "teacher", "model_state", "module", "net", "network")
 
