@@ -13,7 +13,7 @@ Two schedules (docs/notes/peers.md compares every value with the authors'):
   (constant after a 20-epoch linear warm-up from 0), weight decay 1e-4, teacher momentum 0.996,
   temperatures 0.1, the 512 -> 256 -> weight-normed k-way head with its last layer frozen in the
   first epoch, no augmentation of the embeddings (the pair is a sample and a neighbour).
-- ``"tuned"``: our earlier defaults: 30 epochs, batch 256, 6 warm-up epochs, and each member of
+- ``"tuned"``: our variant: 30 epochs, batch 256, 6 warm-up epochs, and each member of
   a pair as a random one of the precomputed augmented views when ``views`` are given (TEMI's
   image pipeline augments; its embedding pipeline does not).
 """
@@ -143,11 +143,9 @@ class _Distillation:
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
         named = list(student.named_parameters())
+        decay = [p for k, p in named if not k.endswith("bias")]
         groups = [
-            {
-                "params": [p for k, p in named if not k.endswith("bias")],
-                "weight_decay": weight_decay,
-            },
+            {"params": decay, "weight_decay": weight_decay},
             {"params": [p for k, p in named if k.endswith("bias")], "weight_decay": 0.0},
         ]
         fused = device.type in ("cpu", "cuda")  # one kernel per step instead of ~10 passes
