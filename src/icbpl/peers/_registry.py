@@ -178,7 +178,9 @@ def _get(name: str) -> PeerFn:
         raise ValueError(f"unknown peer {name!r}; known peers: {list_peers()}") from None
 
 
-def _as_float_tensor(a: Any, name: str, device: torch.device | None) -> Tensor:
+def as_float_tensor(a: Any, name: str, device: torch.device | None) -> Tensor:
+    """``a`` (array or tensor) as a contiguous float32 tensor on ``device`` (default: its own);
+    ValueError naming ``name`` when it holds NaN or inf."""
     if isinstance(a, Tensor):
         t = a.detach()
     else:
@@ -210,11 +212,11 @@ def _check_inputs(
     n = shape[0]
     if n < n_clusters:
         raise ValueError(f"n_samples={n} should be >= n_clusters={n_clusters}")
-    x = _as_float_tensor(X, "X", dev)
+    x = as_float_tensor(X, "X", dev)
 
     v = None
     if views is not None:
-        v = _as_float_tensor(views, "views", x.device)
+        v = as_float_tensor(views, "views", x.device)
         if v.ndim == 2:
             v = v.unsqueeze(0)
         if v.ndim != 3 or v.shape[1:] != x.shape or v.shape[0] < 1:

@@ -18,13 +18,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from icbpl.core.multihead import optimizer_step
-from icbpl.peers._registry import PeerResult, Schedule, register_peer, to_result
+from icbpl.peers._registry import PeerResult, Schedule, as_float_tensor, register_peer, to_result
 
 __all__ = ["turtle_loss"]
 
@@ -126,15 +125,12 @@ class _InnerClassifier:
 def _as_spaces(X: Tensor, spaces: Sequence[Any] | None) -> list[Tensor]:
     out = [X]
     for i, z in enumerate(spaces or []):
-        t = z.detach() if isinstance(z, Tensor) else torch.as_tensor(np.asarray(z, np.float32))
-        t = t.to(dtype=torch.float32, device=X.device).contiguous()
+        t = as_float_tensor(z, f"spaces[{i}]", X.device)
         if t.ndim != 2 or t.shape[0] != X.shape[0] or t.shape[1] < 1:
             raise ValueError(
                 f"spaces[{i}] should have shape ({X.shape[0]}, n_features) to match X, "
                 f"got {tuple(t.shape)}"
             )
-        if not torch.isfinite(t).all():
-            raise ValueError(f"spaces[{i}] contains NaN or inf values")
         out.append(t)
     return out
 
