@@ -56,27 +56,24 @@ _SELECTIONS = ("best_epoch", "last_epoch")
 
 def _cluster_step(
     heads: MultiLinear,
+    opt: torch.optim.Optimizer,
     X: Tensor,
     nbrs: Tensor,
+    pool: Tensor,
     view: Callable[[Tensor], Tensor],
     *,
-    include_self: bool,
     epochs: int,
     batch_size: int,
-    lr: float,
-    weight_decay: float,
     entropy_weight: float,
     selection: str,
     select_neighbours: int,
 ) -> tuple[MultiLinear, dict[str, object]]:
     """SCAN's clustering step: the ``n_heads`` linear heads ``softmax(W_h x + b_h)`` of ``heads``
-    trained together with Adam on :func:`scan_loss` (summed over heads; all heads in one batched
+    trained together by ``opt`` on :func:`scan_loss` (summed over heads; all heads in one batched
     matmul); returns a one-head copy of the kept head and the step's ``info``.
 
     Each step draws a batch of anchors (the last incomplete batch is dropped) and, for each, one
-    partner at random from its neighbours ``nbrs``, together with the anchor itself when
-    ``include_self`` (SCAN mines the top ``K + 1`` with the sample itself among them and draws
-    from those); both enter as ``view``.
+    partner at random from its row of ``pool``; both enter as ``view``.
 
     Which head is kept: ``selection="best_epoch"`` (SCAN's): after every epoch,
     :func:`scan_eval_loss` with entropy weight 1 over each sample, itself and its first
@@ -85,9 +82,7 @@ def _cluster_step(
     head with the lowest :func:`scan_eval_loss` at ``entropy_weight`` over all neighbours.
     """
     own = torch.arange(X.shape[0], device=X.device).unsqueeze(1)
-    pool = torch.cat([own, nbrs], dim=1) if include_self else nbrs
     eval_pool = torch.cat([own, nbrs[:, :select_neighbours]], dim=1)
-    opt = torch.optim.Adam(heads.parameters(), lr=lr, weight_decay=weight_decay)
     best: tuple[float, int, int] = (math.inf, 0, 0)  # (loss, epoch, head)
     kept = heads.select(0)
     for epoch in range(1, epochs + 1):
@@ -164,19 +159,17 @@ def fit_scan(
     noise_std: float = 0.1,
     feature_dropout: float = 0.1,
 ) -> PeerResult:
-    """SCAN's clustering step (:func:`_cluster_step`) then its self-labelling step, on frozen
-    features.
+    """SCAN's clustering step (:func:`_cluster_step`), then its self-labelling, on frozen features.
 
-    The neighbours are ``n_neighbours`` mined ones (default 20, cosine, faiss) or the given
-    ``neighbours``. Samples enter the training as augmented views (SCAN augments both anchors and
-    partners): a random precomputed view when ``views`` is given, else the feature with Gaussian
-    noise (``noise_std`` x per-dimension std) and dimension dropout (``feature_dropout``).
-    Self-labelling (``self_label=True``): the kept head is fine-tuned by
-    :func:`icbpl.core.scan.self_label_head` with the clean feature as the weak view and an
-    augmented view as the strong one; the last epoch's head gives the result, as in SCAN.
-
-    ``info`` holds the per-head losses, the chosen head and epoch, and the number of confident
-    samples at the end.
+    Partners are drawn from the ``n_neighbours`` mined neighbours (default 20, cosine, faiss) or
+    the given ``neighbours``, and the anchor itself when ``include_self`` (SCAN mines the top
+    ``K + 1``, the sample among them). Anchors and partners enter as augmented views (SCAN
+    augments both): a random precomputed view when ``views`` is given, else the feature with
+    Gaussian noise (``noise_std`` x per-dimension std) and dimension dropout (``feature_dropout``).
+    Self-labelling (``self_label=True``) fine-tunes the kept head by
+    :func:`icbpl.core.scan.self_label_head`, the clean feature as the weak view and an augmented
+    view as the strong one; the last epoch's head gives the result, as in SCAN. ``info`` holds the
+    per-head losses, the chosen head and epoch, and the number of confident samples at the end.
     """
     if not 0.0 <= feature_dropout < 1.0:
         raise ValueError(f"feature_dropout={feature_dropout} should be in [0, 1)")
@@ -184,16 +177,19 @@ def fit_scan(
         raise ValueError(f"selection={selection!r} should be one of {_SELECTIONS}")
     nbrs = resolve_neighbours(X, neighbours, n_neighbours, default=20)
     view = view_sampler(X, views, noise_std=noise_std, dropout=feature_dropout)
+    own = torch.arange(X.shape[0], device=X.device).unsqueeze(1)
+    pool = torch.cat([own, nbrs], dim=1) if include_self else nbrs
+    heads = MultiLinear(n_heads, X.shape[1], n_clusters, device=X.device)
+    opt = torch.optim.Adam(heads.parameters(), lr=lr, weight_decay=weight_decay)
     head, info = _cluster_step(
-        MultiLinear(n_heads, X.shape[1], n_clusters, device=X.device),
+        heads,
+        opt,
         X,
         nbrs,
+        pool,
         view,
-        include_self=include_self,
         epochs=epochs,
         batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         entropy_weight=entropy_weight,
         selection=selection,
         select_neighbours=select_neighbours,
