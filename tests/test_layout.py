@@ -96,8 +96,6 @@ def test_no_import_of_another_packages_private_module(path: Path) -> None:
 KNOWN_LONG: dict[str, set[str]] = {
     "icbpl.deep.finetune": {"finetune"},
     "icbpl.deep.pretrain._loop": {"pretrain_barlow_twins"},
-    "icbpl.peers._scan": {"fit_scan"},
-    "icbpl.peers._temi": {"fit_temi"},
 }
 
 

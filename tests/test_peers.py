@@ -398,6 +398,20 @@ def test_schedule_with_an_unknown_option_is_refused() -> None:
     with pytest.raises(ValueError, match=r"sets unknown \['epochs'\]"):
         register_peer("bad-schedule", {"tuned": Schedule({"epochs": 3})})(peer)
     assert "bad-schedule" not in list_peers()
+    with pytest.raises(ValueError, match=r"minimums of peer 'bad-min' sets unknown \['epochs'\]"):
+        register_peer("bad-min", minimums={"epochs": 1})(peer)
+    assert "bad-min" not in list_peers()
+
+
+def test_minimums_are_checked_before_the_peer_runs() -> None:
+    """Each registered minimum, from the schedule or the call, in the order declared."""
+    x = RNG.random((12, 3))
+    with pytest.raises(ValueError, match=r"^self_label_epochs=-1 should be >= 0$"):
+        fit_peer("scan", x, 2, self_label_epochs=-1)
+    with pytest.raises(ValueError, match=r"^n_heads=0 should be >= 1$"):
+        fit_peer("scan", x, 2, schedule="tuned", n_heads=0, epochs=0)
+    with pytest.raises(ValueError, match=r"^warmup_epochs=-2 should be >= 0$"):
+        fit_peer("temi", x, 2, warmup_epochs=-2)
 
 
 @pytest.mark.filterwarnings("ignore:.*clusters are empty")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MultiLinear", "lr_schedule", "select_head"]
+__all__ = ["MultiLinear", "lr_schedule", "optimizer_step", "select_head"]
 
 
 class MultiLinear(nn.Module):
@@ -77,6 +78,17 @@ class MultiLinear(nn.Module):
 def select_head(losses: Tensor) -> int:
     """Index of the head with the lowest loss (SCAN and TEMI keep that head)."""
     return int(torch.argmin(losses).item())
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer, loss: Tensor, frozen: Iterable[nn.Parameter] = ()
+) -> None:
+    """One step of ``opt`` on ``loss`` from zeroed gradients, ``frozen``'s gradients dropped."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in frozen:
+        p.grad = None
+    opt.step()
 
 
 def lr_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0) -> list[float]:

@@ -7,14 +7,14 @@ The clustering loss (paper eq. 2) also serves ICBPL's optional assignment loss
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.core.multihead import MultiLinear
+from icbpl.core.multihead import MultiLinear, optimizer_step
+from icbpl.core.views import epoch_batches
 
 __all__ = ["scan_eval_loss", "scan_loss", "scan_self_label_loss", "self_label_head"]
 
@@ -154,22 +154,16 @@ def self_label_head(
     global RNG (seed it around the call). ``on_epoch(epoch, mean loss)`` is called after each
     epoch (1-based), e.g. for a progress bar.
     """
-    n = X.shape[0]
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    bs = min(batch_size, n)
-    steps = max(1, n // bs) if drop_last else math.ceil(n / bs)
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, device=X.device)
+        batches = epoch_batches(X.shape[0], batch_size, X.device, drop_last=drop_last)
         total = X.new_zeros(())
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
+        for idx in batches:
             with torch.no_grad():
                 weak = head(X[idx])[0]
             loss = scan_self_label_loss(weak, head(view(idx))[0], threshold, class_balance)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             if on_epoch is not None:
                 total += loss.detach()
         if on_epoch is not None:
-            on_epoch(epoch, float(total) / steps)
+            on_epoch(epoch, float(total) / len(batches))

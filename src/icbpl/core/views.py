@@ -1,4 +1,4 @@
-"""Feature-space "augmentations" for peers trained on frozen features."""
+"""Sampling for heads trained on frozen features: mini-batches, partners, feature-space views."""
 
 from __future__ import annotations
 
@@ -6,6 +6,21 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+
+def epoch_batches(
+    n: int, batch_size: int, device: torch.device, *, drop_last: bool
+) -> list[Tensor]:
+    """One epoch's batches: a fresh ``torch.randperm(n)`` cut into pieces of ``min(batch_size, n)``
+    (the last, shorter one dropped with ``drop_last``, as SCAN's and TEMI's loaders do)."""
+    perm = torch.randperm(n, device=device)
+    bs = min(batch_size, n)
+    return list((perm[: n - n % bs] if drop_last else perm).split(bs))
+
+
+def random_partners(pool: Tensor, idx: Tensor) -> Tensor:
+    """For each sample ``i`` of ``idx``, one entry of its row ``pool[i]`` drawn uniformly."""
+    return pool[idx, torch.randint(pool.shape[1], (idx.shape[0],), device=pool.device)]
 
 
 def augmented(

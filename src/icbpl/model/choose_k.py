@@ -21,10 +21,8 @@ largest mean gap wins.
 caller should look at the candidates (the report plots the curve).
 
 Measured (``benchmarks/bench_practitioner.py``, docs/BENCHMARKS.md, section ``practitioner``) on
-efficientnet_lite0 (ImageNet-supervised) features of folders of real photos. The criteria tried
-and dropped for it (their numbers: docs/notes/choose_k.md) are ``cut_gap`` (the previous
-default), plain ``silhouette``, ``eigengap``, ``stability``, ``agreement``, ``modularity`` and
-Tibshirani's ``gap``.
+efficientnet_lite0 (ImageNet-supervised) features of folders of real photos; docs/notes/choose_k.md
+has the numbers of the criteria that scored worse.
 
 Confirmation with ICBPL (``confirm > 0``): the ``confirm`` best screening candidates are re-fitted
 with :class:`icbpl.ICBPL` (``views``, ``seed`` and ``**icbpl_kwargs`` passed on) on the first

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icbpl.core.multihead import MultiLinear
+from icbpl.core.multihead import MultiLinear, optimizer_step
 from icbpl.core.scan import self_label_head
-from icbpl.core.views import view_sampler
+from icbpl.core.views import epoch_batches, view_sampler
 from icbpl.util.device import seeded
 
 __all__ = ["SelfLabelResult", "self_label"]
@@ -55,16 +55,10 @@ def _distil(
     weight_decay: float,
 ) -> None:
     """``epochs`` epochs of cross-entropy of the views against the clusters ``y`` (Adam)."""
-    n = y.shape[0]
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(epochs):
-        perm = torch.randperm(n, device=y.device)
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            loss = F.cross_entropy(head(view(idx))[0], y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for idx in epoch_batches(y.shape[0], batch_size, y.device, drop_last=False):
+            optimizer_step(opt, F.cross_entropy(head(view(idx))[0], y[idx]))
 
 
 def self_label(

@@ -19,7 +19,9 @@ _RAW = Schedule(
 )
 
 
-@register_peer("kmeans", schedules={"official": _OFFICIAL, "raw": _RAW})
+@register_peer(
+    "kmeans", schedules={"official": _OFFICIAL, "raw": _RAW}, minimums={"n_init": 1, "max_iter": 1}
+)
 def fit_kmeans(
     X: Tensor,
     n_clusters: int,
@@ -40,8 +42,6 @@ def fit_kmeans(
     ``neighbours`` and ``views`` are ignored. ``probs`` is ``None``: k-means has no natural soft
     assignment.
     """
-    if n_init < 1 or max_iter < 1:
-        raise ValueError(f"n_init={n_init} and max_iter={max_iter} should be >= 1")
     x = X.detach().cpu().double()
     if normalize:
         x = torch.nn.functional.normalize(x, dim=1, eps=1e-12)

@@ -82,14 +82,20 @@ _F = TypeVar("_F", bound=PeerFn)
 _FIXED = {"X", "n_clusters", "neighbours", "views", "seed"}
 _PEERS: dict[str, PeerFn] = {}
 _SCHEDULES: dict[str, dict[str, Schedule]] = {}
+_MINIMUMS: dict[str, dict[str, int]] = {}
 
 
-def register_peer(name: str, schedules: Mapping[str, Schedule] | None = None) -> Callable[[_F], _F]:
+def register_peer(
+    name: str,
+    schedules: Mapping[str, Schedule] | None = None,
+    minimums: Mapping[str, int] | None = None,
+) -> Callable[[_F], _F]:
     """Decorator registering a peer function under ``name`` (see :data:`PeerFn`).
 
     ``schedules`` maps schedule names to :class:`Schedule` objects; it must hold ``"official"``
-    (added with no options when absent: the function's defaults). Every schedule's options must
-    be keyword options of the function.
+    (added with no options when absent: the function's defaults). ``minimums`` maps integer
+    options to their smallest valid value; :func:`fit_peer` checks them, in that order, before
+    calling the function. Every option named in either must be a keyword option of the function.
     """
 
     def deco(fn: _F) -> _F:
@@ -98,12 +104,15 @@ def register_peer(name: str, schedules: Mapping[str, Schedule] | None = None) ->
         table = dict(schedules or {})
         table.setdefault(OFFICIAL, Schedule())
         known = set(_keyword_defaults(fn))
-        for sched, spec in table.items():
-            unknown = sorted(set(spec.options) - known)
+        named = {f"schedule {k!r}": set(v.options) for k, v in table.items()}
+        named["minimums"] = set(minimums or {})
+        for what, options in named.items():
+            unknown = sorted(options - known)
             if unknown:
-                raise ValueError(f"schedule {sched!r} of peer {name!r} sets unknown {unknown}")
+                raise ValueError(f"{what} of peer {name!r} sets unknown {unknown}")
         _PEERS[name] = fn
         _SCHEDULES[name] = table
+        _MINIMUMS[name] = dict(minimums or {})
         return fn
 
     return deco
@@ -169,7 +178,9 @@ def _get(name: str) -> PeerFn:
         raise ValueError(f"unknown peer {name!r}; known peers: {list_peers()}") from None
 
 
-def _as_float_tensor(a: Any, name: str, device: torch.device | None) -> Tensor:
+def as_float_tensor(a: Any, name: str, device: torch.device | None) -> Tensor:
+    """``a`` (array or tensor) as a contiguous float32 tensor on ``device`` (default: its own);
+    ValueError naming ``name`` when it holds NaN or inf."""
     if isinstance(a, Tensor):
         t = a.detach()
     else:
@@ -201,11 +212,11 @@ def _check_inputs(
     n = shape[0]
     if n < n_clusters:
         raise ValueError(f"n_samples={n} should be >= n_clusters={n_clusters}")
-    x = _as_float_tensor(X, "X", dev)
+    x = as_float_tensor(X, "X", dev)
 
     v = None
     if views is not None:
-        v = _as_float_tensor(views, "views", x.device)
+        v = as_float_tensor(views, "views", x.device)
         if v.ndim == 2:
             v = v.unsqueeze(0)
         if v.ndim != 3 or v.shape[1:] != x.shape or v.shape[0] < 1:
@@ -230,13 +241,6 @@ def _check_inputs(
             )
         nb = torch.as_tensor(arr.astype(np.int64), device=x.device)
     return x, nb, v
-
-
-def require_positive(**values: int) -> None:
-    """Raise ValueError naming the first of ``values`` (in the order given) that is below 1."""
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name}={value} should be >= 1")
 
 
 def resolve_neighbours(
@@ -323,6 +327,10 @@ def fit_peer(
         )
     x, nb, v = _check_inputs(X, n_clusters, neighbours, views, seed, device)
     run_options = {**spec.options, **kwargs}
+    for option, low in _MINIMUMS.get(name, {}).items():
+        value = run_options.get(option, options[option])
+        if value < low:
+            raise ValueError(f"{option}={value} should be >= {low}")
     overrides = {k: _plain(v) for k, v in kwargs.items()}
     start = time.perf_counter()
     with seeded(int(seed), x.device):

@@ -22,21 +22,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from icbpl.core.multihead import MultiLinear, select_head
+from icbpl.core.multihead import MultiLinear, optimizer_step, select_head
 from icbpl.core.scan import scan_eval_loss, scan_loss, self_label_head
-from icbpl.core.views import view_sampler
-from icbpl.peers._registry import (
-    PeerResult,
-    Schedule,
-    register_peer,
-    require_positive,
-    resolve_neighbours,
-    to_result,
-)
+from icbpl.core.views import epoch_batches, random_partners, view_sampler
+from icbpl.peers._registry import PeerResult, Schedule, register_peer, resolve_neighbours, to_result
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +54,85 @@ _TUNED = Schedule(
 _SELECTIONS = ("best_epoch", "last_epoch")
 
 
-@register_peer("scan", schedules={"official": _OFFICIAL, "tuned": _TUNED})
+def _cluster_step(
+    heads: MultiLinear,
+    opt: torch.optim.Optimizer,
+    X: Tensor,
+    nbrs: Tensor,
+    pool: Tensor,
+    view: Callable[[Tensor], Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    entropy_weight: float,
+    selection: str,
+    select_neighbours: int,
+) -> tuple[MultiLinear, dict[str, object]]:
+    """SCAN's clustering step: the ``n_heads`` linear heads ``softmax(W_h x + b_h)`` of ``heads``
+    trained together by ``opt`` on :func:`scan_loss` (summed over heads; all heads in one batched
+    matmul); returns a one-head copy of the kept head and the step's ``info``.
+
+    Each step draws a batch of anchors (the last incomplete batch is dropped) and, for each, one
+    partner at random from its row of ``pool``; both enter as ``view``.
+
+    Which head is kept: ``selection="best_epoch"`` (SCAN's): after every epoch,
+    :func:`scan_eval_loss` with entropy weight 1 over each sample, itself and its first
+    ``select_neighbours`` neighbours is computed on the clean features for every head; the
+    epoch and head with the lowest value are kept. ``"last_epoch"``: after the last epoch, the
+    head with the lowest :func:`scan_eval_loss` at ``entropy_weight`` over all neighbours.
+    """
+    own = torch.arange(X.shape[0], device=X.device).unsqueeze(1)
+    eval_pool = torch.cat([own, nbrs[:, :select_neighbours]], dim=1)
+    best: tuple[float, int, int] = (math.inf, 0, 0)  # (loss, epoch, head)
+    kept = heads.select(0)
+    for epoch in range(1, epochs + 1):
+        for idx in epoch_batches(X.shape[0], batch_size, X.device, drop_last=True):
+            nb = random_partners(pool, idx)
+            total, _, _ = scan_loss(
+                heads(view(idx)).softmax(-1), heads(view(nb)).softmax(-1), entropy_weight
+            )
+            optimizer_step(opt, total.sum())
+        if selection == "best_epoch":
+            with torch.no_grad():
+                losses, _, _ = scan_eval_loss(heads(X).softmax(-1), eval_pool, 1.0)
+            h = select_head(losses)
+            if float(losses[h]) < best[0]:
+                best = (float(losses[h]), epoch, h)
+                kept = heads.select(h)
+        logger.debug("scan epoch %d: head losses %s", epoch, total.detach().tolist())
+
+    with torch.no_grad():
+        totals, cons, ents = scan_eval_loss(heads(X).softmax(-1), nbrs, entropy_weight)
+    if selection == "last_epoch":
+        h = select_head(totals)
+        best = (float(totals[h]), epochs, h)
+        kept = heads.select(h)
+    info: dict[str, object] = {
+        "n_neighbours": int(nbrs.shape[1]),
+        "n_heads": heads.n_heads,
+        "epochs": epochs,
+        "head_losses": totals.tolist(),
+        "selection": selection,
+        "best_head": best[2],
+        "best_epoch": best[1],
+        "selection_loss": best[0],
+        "consistency": float(cons[best[2]]),
+        "entropy": float(ents[best[2]]),
+    }
+    return kept, info
+
+
+_MINIMUMS = {
+    "n_heads": 1,
+    "epochs": 1,
+    "batch_size": 1,
+    "self_label_batch_size": 1,
+    "select_neighbours": 1,
+    "self_label_epochs": 0,
+}
+
+
+@register_peer("scan", schedules={"official": _OFFICIAL, "tuned": _TUNED}, minimums=_MINIMUMS)
 def fit_scan(
     X: Tensor,
     n_clusters: int,
@@ -87,99 +159,41 @@ def fit_scan(
     noise_std: float = 0.1,
     feature_dropout: float = 0.1,
 ) -> PeerResult:
-    """SCAN's clustering step then its self-labelling step, on frozen features.
+    """SCAN's clustering step (:func:`_cluster_step`), then its self-labelling, on frozen features.
 
-    Clustering step: ``n_heads`` linear heads ``softmax(W_h x + b_h)`` are trained together with
-    Adam on :func:`scan_loss` (summed over heads; all heads in one batched matmul). Each step
-    draws a batch of anchors (the last incomplete batch is dropped) and, for each, one partner
-    at random from its ``n_neighbours`` mined ones (default 20, cosine, faiss) or given
-    ``neighbours``, together with the anchor itself when ``include_self`` (SCAN mines the top
-    ``K + 1`` with the sample itself among them and draws from those). Anchors and partners enter
-    as augmented views (SCAN augments both): a random precomputed view when ``views`` is given,
-    else the feature with Gaussian noise (``noise_std`` x per-dimension std) and dimension
-    dropout (``feature_dropout``).
-
-    Which head is kept: ``selection="best_epoch"`` (SCAN's): after every epoch,
-    :func:`scan_eval_loss` with entropy weight 1 over each sample, itself and its first
-    ``select_neighbours`` neighbours is computed on the clean features for every head; the
-    epoch and head with the lowest value are kept. ``"last_epoch"``: after the last epoch, the
-    head with the lowest :func:`scan_eval_loss` at ``entropy_weight`` over all neighbours.
-
-    Self-labelling (``self_label=True``): the kept head is fine-tuned on
-    :func:`scan_self_label_loss` with the clean feature as the weak view and an augmented view
-    (as above) as the strong one; the last epoch's head gives the result, as in SCAN.
-
-    ``info`` holds the per-head losses, the chosen head and epoch, and the number of confident
-    samples at the end.
+    Partners are drawn from the ``n_neighbours`` mined neighbours (default 20, cosine, faiss) or
+    the given ``neighbours``, and the anchor itself when ``include_self`` (SCAN mines the top
+    ``K + 1``, the sample among them). Anchors and partners enter as augmented views (SCAN
+    augments both): a random precomputed view when ``views`` is given, else the feature with
+    Gaussian noise (``noise_std`` x per-dimension std) and dimension dropout (``feature_dropout``).
+    Self-labelling (``self_label=True``) fine-tunes the kept head by
+    :func:`icbpl.core.scan.self_label_head`, the clean feature as the weak view and an augmented
+    view as the strong one; the last epoch's head gives the result, as in SCAN. ``info`` holds the
+    per-head losses, the chosen head and epoch, and the number of confident samples at the end.
     """
-    require_positive(
-        n_heads=n_heads,
-        epochs=epochs,
-        batch_size=batch_size,
-        self_label_batch_size=self_label_batch_size,
-        select_neighbours=select_neighbours,
-    )
-    if self_label_epochs < 0:
-        raise ValueError(f"self_label_epochs={self_label_epochs} should be >= 0")
     if not 0.0 <= feature_dropout < 1.0:
         raise ValueError(f"feature_dropout={feature_dropout} should be in [0, 1)")
     if selection not in _SELECTIONS:
         raise ValueError(f"selection={selection!r} should be one of {_SELECTIONS}")
     nbrs = resolve_neighbours(X, neighbours, n_neighbours, default=20)
-    n, d = X.shape
     view = view_sampler(X, views, noise_std=noise_std, dropout=feature_dropout)
-    own = torch.arange(n, device=X.device).unsqueeze(1)
+    own = torch.arange(X.shape[0], device=X.device).unsqueeze(1)
     pool = torch.cat([own, nbrs], dim=1) if include_self else nbrs
-    eval_pool = torch.cat([own, nbrs[:, :select_neighbours]], dim=1)
-
-    heads = MultiLinear(n_heads, d, n_clusters, device=X.device)
+    heads = MultiLinear(n_heads, X.shape[1], n_clusters, device=X.device)
     opt = torch.optim.Adam(heads.parameters(), lr=lr, weight_decay=weight_decay)
-    bs = min(batch_size, n)
-    steps = max(1, n // bs)  # SCAN drops the last incomplete batch
-    best: tuple[float, int, int] = (math.inf, 0, 0)  # (loss, epoch, head)
-    kept = heads.select(0)
-    for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, device=X.device)
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
-            pick = torch.randint(pool.shape[1], (idx.shape[0],), device=X.device)
-            nb = pool[idx, pick]
-            total, _, _ = scan_loss(
-                heads(view(idx)).softmax(-1), heads(view(nb)).softmax(-1), entropy_weight
-            )
-            opt.zero_grad(set_to_none=True)
-            total.sum().backward()
-            opt.step()
-        if selection == "best_epoch":
-            with torch.no_grad():
-                losses, _, _ = scan_eval_loss(heads(X).softmax(-1), eval_pool, 1.0)
-            h = select_head(losses)
-            if float(losses[h]) < best[0]:
-                best = (float(losses[h]), epoch, h)
-                kept = heads.select(h)
-        logger.debug("scan epoch %d: head losses %s", epoch, total.detach().tolist())
-
-    with torch.no_grad():
-        probs = heads(X).softmax(-1)  # (H, N, k), the last epoch
-        totals, cons, ents = scan_eval_loss(probs, nbrs, entropy_weight)
-    if selection == "last_epoch":
-        h = select_head(totals)
-        best = (float(totals[h]), epochs, h)
-        kept = heads.select(h)
-    head = kept
-    info: dict[str, object] = {
-        "n_neighbours": int(nbrs.shape[1]),
-        "n_heads": n_heads,
-        "epochs": epochs,
-        "head_losses": totals.tolist(),
-        "selection": selection,
-        "best_head": best[2],
-        "best_epoch": best[1],
-        "selection_loss": best[0],
-        "consistency": float(cons[best[2]]),
-        "entropy": float(ents[best[2]]),
-    }
-
+    head, info = _cluster_step(
+        heads,
+        opt,
+        X,
+        nbrs,
+        pool,
+        view,
+        epochs=epochs,
+        batch_size=batch_size,
+        entropy_weight=entropy_weight,
+        selection=selection,
+        select_neighbours=select_neighbours,
+    )
     if self_label and self_label_epochs > 0:
         self_label_head(
             head,
@@ -194,7 +208,6 @@ def fit_scan(
             drop_last=True,
         )
         info["self_label_epochs"] = self_label_epochs
-
     with torch.no_grad():
         final = head(X)[0].softmax(-1)
     info["n_confident"] = int((final.max(dim=-1).values > threshold).sum())

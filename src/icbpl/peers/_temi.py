@@ -13,7 +13,7 @@ Two schedules (docs/notes/peers.md compares every value with the authors'):
   (constant after a 20-epoch linear warm-up from 0), weight decay 1e-4, teacher momentum 0.996,
   temperatures 0.1, the 512 -> 256 -> weight-normed k-way head with its last layer frozen in the
   first epoch, no augmentation of the embeddings (the pair is a sample and a neighbour).
-- ``"tuned"``: our earlier defaults: 30 epochs, batch 256, 6 warm-up epochs, and each member of
+- ``"tuned"``: our variant: 30 epochs, batch 256, 6 warm-up epochs, and each member of
   a pair as a random one of the precomputed augmented views when ``views`` are given (TEMI's
   image pipeline augments; its embedding pipeline does not).
 """
@@ -27,16 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icbpl.core.multihead import MultiLinear, lr_schedule, select_head
-from icbpl.core.views import augmented
-from icbpl.peers._registry import (
-    PeerResult,
-    Schedule,
-    register_peer,
-    require_positive,
-    resolve_neighbours,
-    to_result,
-)
+from icbpl.core.multihead import MultiLinear, lr_schedule, optimizer_step, select_head
+from icbpl.core.views import epoch_batches, random_partners, view_sampler
+from icbpl.peers._registry import PeerResult, Schedule, register_peer, resolve_neighbours, to_result
 
 __all__ = ["temi_loss"]
 
@@ -132,6 +125,61 @@ class _TemiHeads(nn.Module):
         return [self.last_v, self.last_g]
 
 
+class _Distillation:
+    """TEMI's student heads, their EMA teacher, AdamW on the student (biases not weight-decayed)
+    and the teacher's cluster prior ``q̃``."""
+
+    def __init__(
+        self,
+        student: _TemiHeads,
+        weight_decay: float,
+        beta: float,
+        temps: tuple[float, float],
+        momenta: tuple[float, float],
+        bf16: bool,
+    ) -> None:
+        device = student.last_g.device
+        n_heads, _, n_clusters = student.last_g.shape
+        self.student = student
+        self.teacher = copy.deepcopy(student).requires_grad_(False)
+        named = list(student.named_parameters())
+        decay = [p for k, p in named if not k.endswith("bias")]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": [p for k, p in named if k.endswith("bias")], "weight_decay": 0.0},
+        ]
+        fused = device.type in ("cpu", "cuda")  # one kernel per step instead of ~10 passes
+        self.opt = torch.optim.AdamW(groups, fused=fused)
+        self.beta = beta
+        self.student_temp, self.teacher_temp = temps
+        self.teacher_momentum, self.prior_momentum = momenta
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.prior = torch.full((n_heads, n_clusters), 1.0 / n_clusters, device=device)
+
+    def step(self, pair: Tensor, lr: float, freeze_last_layer: bool) -> Tensor:
+        """One AdamW step at ``lr`` on a batch of pairs (``pair``: ``m`` samples, then their ``m``
+        partners), then the teacher's EMA; the per-head losses, ``(H,)``."""
+        with torch.no_grad():
+            with self.autocast:
+                t_logits = self.teacher(pair)
+            t = (t_logits.float() / self.teacher_temp).softmax(-1)
+            mom = self.prior_momentum
+            self.prior = mom * self.prior + (1 - mom) * t.mean(dim=1)
+        with self.autocast:
+            s_logits = self.student(pair)
+        sp = (s_logits.float() / self.student_temp).softmax(-1)
+        m = pair.shape[0] // 2
+        losses = temi_loss(sp[:, :m], sp[:, m:], t[:, :m], t[:, m:], self.prior, self.beta)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        frozen = self.student.last_layer() if freeze_last_layer else ()
+        optimizer_step(self.opt, losses.mean(), frozen)
+        with torch.no_grad():
+            for pt, ps in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
+                pt.lerp_(ps.detach(), 1 - self.teacher_momentum)  # m pt + (1 - m) ps, one pass
+        return losses.detach()
+
+
 _OFFICIAL = Schedule(
     label="16 heads, batch 1024, 100 epochs (20 warm-up), AdamW 1e-4 x batch/256, no views"
 )
@@ -139,9 +187,17 @@ _TUNED = Schedule(
     options={"epochs": 30, "batch_size": 256, "warmup_epochs": 6, "use_views": True},
     label="16 heads, batch 256, 30 epochs (6 warm-up), AdamW 1e-4 x batch/256, with views",
 )
+_MINIMUMS = {
+    "n_heads": 1,
+    "epochs": 1,
+    "batch_size": 1,
+    "hidden_dim": 1,
+    "bottleneck_dim": 1,
+    "warmup_epochs": 0,
+}
 
 
-@register_peer("temi", schedules={"official": _OFFICIAL, "tuned": _TUNED})
+@register_peer("temi", schedules={"official": _OFFICIAL, "tuned": _TUNED}, minimums=_MINIMUMS)
 def fit_temi(
     X: Tensor,
     n_clusters: int,
@@ -170,97 +226,47 @@ def fit_temi(
 ) -> PeerResult:
     """TEMI on fixed features: self-distillation of ``n_heads`` clustering heads over kNN pairs.
 
-    Each step draws a batch of samples ``x`` and, for each, one neighbour ``x'`` at random among
-    its ``n_neighbours`` (default 50, mined by cosine with faiss unless ``neighbours`` is given).
-    When ``views`` is given and ``use_views`` is true, both members of a pair enter as a random one
-    of their precomputed views (TEMI's image augmentations); otherwise as the features themselves
-    (TEMI's default for precomputed embeddings). Student and teacher heads (all ``n_heads`` in
-    batched matmuls) map both members to cluster probabilities (softmax at temperatures
+    Each step draws a batch of samples ``x`` (the last incomplete batch is dropped) and, for each,
+    one neighbour ``x'`` at random among its ``n_neighbours`` (default 50, mined by cosine with
+    faiss unless ``neighbours`` is given). With ``views`` and ``use_views``, both members of a
+    pair enter as a random one of their precomputed views (TEMI's image augmentations); otherwise
+    as the features themselves (TEMI's default for precomputed embeddings). Student and teacher
+    heads (all ``n_heads`` in batched matmuls) map both to cluster probabilities (softmax at
     ``student_temp`` / ``teacher_temp``); the student minimises :func:`temi_loss` (mean over
     heads) with AdamW under a linear warm-up from 0 (``warmup_epochs``) then cosine schedule from
     ``lr x batch/256`` to ``min_lr x batch/256``, one value per step; the teacher follows by EMA
     (``teacher_momentum``); ``q̃`` is an EMA (``prior_momentum``) of the teacher's batch-mean
-    probabilities. Biases are not weight-decayed. The head with the lowest mean loss over the
-    last epoch is kept and the teacher's copy of it gives ``probs``.
+    probabilities. The teacher's copy of the head with the lowest mean loss over the last epoch
+    gives ``probs``.
 
     ``bf16=True`` runs the heads' matmuls in bfloat16 autocast (several times faster on CPUs with
     AMX or AVX-512 BF16; the authors' ``--use_fp16`` switch, off in their command), changing
     the numerics slightly; losses, optimiser and EMA stay float32.
     """
-    require_positive(
-        n_heads=n_heads,
-        epochs=epochs,
-        batch_size=batch_size,
-        hidden_dim=hidden_dim,
-        bottleneck_dim=bottleneck_dim,
-    )
-    if warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs={warmup_epochs} should be >= 0")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta={beta} should be in (0, 1]")
     nbrs = resolve_neighbours(X, neighbours, n_neighbours, default=50)
     n, d = X.shape
-    pair_views = views if use_views else None
-
+    view = view_sampler(X, views if use_views else None, noise_std=0.0, dropout=0.0)
     student = _TemiHeads(n_heads, d, n_clusters, hidden_dim, bottleneck_dim, X.device)
-    teacher = copy.deepcopy(student).requires_grad_(False)
-    decay = [p for name, p in student.named_parameters() if not name.endswith("bias")]
-    no_decay = [p for name, p in student.named_parameters() if name.endswith("bias")]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(
-        groups,
-        fused=X.device.type in ("cpu", "cuda"),  # one kernel per step instead of ~10 passes
-    )
+    temps, momenta = (student_temp, teacher_temp), (teacher_momentum, prior_momentum)
+    distil = _Distillation(student, weight_decay, beta, temps, momenta, bf16)
     bs = min(batch_size, n)
-    steps = max(1, n // bs)  # drop_last, as in the authors' loader
+    steps = n // bs  # drop_last, as in the authors' loader
     scale = bs / 256.0
-    lrs = lr_schedule(lr * scale, min_lr * scale, epochs * steps, warmup_epochs * steps)
-    autocast = torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=bf16)
-    prior = torch.full((n_heads, n_clusters), 1.0 / n_clusters, device=X.device)
+    lrs = iter(lr_schedule(lr * scale, min_lr * scale, epochs * steps, warmup_epochs * steps))
     head_losses = torch.zeros(n_heads, device=X.device)
-
-    def view(idx: Tensor) -> Tensor:
-        return augmented(X, idx, pair_views, noise_std=0.0, dropout=0.0)
-
-    it = 0
     for epoch in range(epochs):
-        perm = torch.randperm(n, device=X.device)
         head_losses.zero_()
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
-            nb = nbrs[idx, torch.randint(nbrs.shape[1], (idx.shape[0],), device=X.device)]
+        for idx in epoch_batches(n, bs, X.device, drop_last=True):
+            nb = random_partners(nbrs, idx)
             pair = torch.cat([view(idx), view(nb)])
-            with torch.no_grad():
-                with autocast:
-                    t_logits = teacher(pair)
-                t = (t_logits.float() / teacher_temp).softmax(-1)
-                prior = prior_momentum * prior + (1 - prior_momentum) * t.mean(dim=1)
-            with autocast:
-                s_logits = student(pair)
-            sp = (s_logits.float() / student_temp).softmax(-1)
-            m = idx.shape[0]
-            losses = temi_loss(sp[:, :m], sp[:, m:], t[:, :m], t[:, m:], prior, beta)
-            for group in opt.param_groups:
-                group["lr"] = lrs[it]
-            opt.zero_grad(set_to_none=True)
-            losses.mean().backward()
-            if epoch < freeze_last_layer:
-                for p in student.last_layer():
-                    p.grad = None
-            opt.step()
-            with torch.no_grad():
-                for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
-                    pt.lerp_(ps.detach(), 1 - teacher_momentum)  # m pt + (1 - m) ps, one pass
-            head_losses += losses.detach() / steps
-            it += 1
+            head_losses += distil.step(pair, next(lrs), epoch < freeze_last_layer) / steps
         logger.debug("temi epoch %d: mean head loss %.4f", epoch, float(head_losses.mean()))
 
     best = select_head(head_losses)
     with torch.no_grad():
-        probs = (teacher(X, head=best)[0] / teacher_temp).softmax(-1)
+        probs = (distil.teacher(X, head=best)[0] / teacher_temp).softmax(-1)
     info = {
         "n_neighbours": int(nbrs.shape[1]),
         "n_heads": n_heads,
@@ -268,7 +274,7 @@ def fit_temi(
         "epochs": epochs,
         "head_losses": head_losses.tolist(),
         "best_head": best,
-        "used_views": pair_views is not None,
+        "used_views": use_views and views is not None,
         "bf16": bf16,
     }
     return to_result(probs, info)

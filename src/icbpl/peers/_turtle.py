@@ -18,18 +18,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icbpl.peers._registry import (
-    PeerResult,
-    Schedule,
-    register_peer,
-    require_positive,
-    to_result,
-)
+from icbpl.core.multihead import optimizer_step
+from icbpl.peers._registry import PeerResult, Schedule, as_float_tensor, register_peer, to_result
 
 __all__ = ["turtle_loss"]
 
@@ -131,15 +125,12 @@ class _InnerClassifier:
 def _as_spaces(X: Tensor, spaces: Sequence[Any] | None) -> list[Tensor]:
     out = [X]
     for i, z in enumerate(spaces or []):
-        t = z.detach() if isinstance(z, Tensor) else torch.as_tensor(np.asarray(z, np.float32))
-        t = t.to(dtype=torch.float32, device=X.device).contiguous()
+        t = as_float_tensor(z, f"spaces[{i}]", X.device)
         if t.ndim != 2 or t.shape[0] != X.shape[0] or t.shape[1] < 1:
             raise ValueError(
                 f"spaces[{i}] should have shape ({X.shape[0]}, n_features) to match X, "
                 f"got {tuple(t.shape)}"
             )
-        if not torch.isfinite(t).all():
-            raise ValueError(f"spaces[{i}] contains NaN or inf values")
         out.append(t)
     return out
 
@@ -167,13 +158,14 @@ def _outer_step(
         inner.fit(z, target, inner_steps)
     logits = [inner.logits(z) for inner, z in zip(inners, zs, strict=True)]
     total, pred, ent = turtle_loss(per_space, logits, gamma)
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
+    optimizer_step(opt, total)
     return total, pred, ent
 
 
-@register_peer("turtle", schedules={"official": _OFFICIAL})
+_MINIMUMS = {"iterations": 1, "inner_steps": 1, "batch_size": 1}
+
+
+@register_peer("turtle", schedules={"official": _OFFICIAL}, minimums=_MINIMUMS)
 def fit_turtle(
     X: Tensor,
     n_clusters: int,
@@ -205,7 +197,6 @@ def fit_turtle(
     L2-normalises every space first). ``neighbours`` and ``views`` are not used by TURTLE.
     ``probs`` is ``τ_θ`` on all samples.
     """
-    require_positive(iterations=iterations, inner_steps=inner_steps, batch_size=batch_size)
     xs = _as_spaces(X, spaces)
     if normalize:
         xs = [F.normalize(x, dim=1, eps=1e-12) for x in xs]
