@@ -5,10 +5,8 @@ result, the trained parts of the encoder, and the per-step computation on the IC
 from __future__ import annotations
 
 import copy
-import functools
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +28,10 @@ from icbpl.deep.distributed import (
     shard_range,
     wrap_ddp,
 )
-from icbpl.deep.loop import EpochLoop, StepHook
+from icbpl.deep.loop import EpochLoop, StepHook, seconds_per_epoch
 from icbpl.deep.pretrain._loop import encoder_metadata
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import AugmentFn, batches, new_generator, to_float
+from icbpl.deep.runtime import AugmentFn, ImageRun, to_float
 from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory
 from icbpl.util.plain import plain_dict
@@ -165,8 +163,11 @@ def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool)
             module.train()
 
 
-class Trainer:
-    """State of one fine-tuning run (private; :func:`finetune` is the entry point)."""
+class Trainer(ImageRun):
+    """One fine-tuning run in :meth:`EpochLoop.run` (private; :func:`finetune` is the entry
+    point)."""
+
+    name, key, advice = "ICBPL", "total", "lower lr/encoder_lr"
 
     def __init__(
         self,
@@ -177,15 +178,12 @@ class Trainer:
         dev: torch.device,
         extract_batch_size: int,
     ) -> None:
-        self.cfg = cfg
+        super().__init__(images, cfg.batch_size, augment, dev, cfg.seed, cfg.channels_last)
+        self.cfg, self.epochs = cfg, cfg.epochs
         self.ctx = context()
-        self.images = images
-        self.augment = augment
-        self.dev = dev
         self.extract_bs = int(extract_batch_size)
         torch.manual_seed(cfg.seed)
         self.encoder = copy.deepcopy(encoder).to(dev)
-        self.cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         if self.cl:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         trained = {
@@ -202,7 +200,7 @@ class Trainer:
         feats = self._features()
         self.head.fit_standardisation(feats)
         self.cache = feats if cfg.strategy == "frozen" else None
-        self.opt = build_optimizer(
+        self.optimizer = build_optimizer(
             [
                 (list(self.head.named_parameters()), cfg.lr),
                 (list(self.encoder.named_parameters()), cfg.encoder_lr),
@@ -210,12 +208,10 @@ class Trainer:
             cfg.optimizer,
             cfg.weight_decay,
         )
-        self.steps = images.shape[0] // cfg.batch_size
-        self.sched = WarmupCosine(
-            self.opt, cfg.epochs * self.steps, cfg.warmup_epochs * self.steps, cfg.final_lr_ratio
+        steps = images.shape[0] // cfg.batch_size
+        self.scheduler = WarmupCosine(
+            self.optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio
         )
-        self.shuffle = new_generator(torch.device("cpu"), cfg.seed)
-        self.aug_gen = new_generator(dev, cfg.seed + 1)
         self.neighbours: Tensor | None = None
         self.net = wrap_ddp(self.head if cfg.strategy == "frozen" else self.model, dev)
 
@@ -250,15 +246,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "modules": {"encoder": self.encoder, "head": self.head},
-            "optimizers": {"opt": self.opt},
-            "schedulers": {"sched": self.sched},
-            "generators": {"shuffle": self.shuffle, "augment": self.aug_gen},
-        }
-
-    def _step(self, idx: Tensor) -> dict[str, Tensor]:
+    def step(self, idx: Tensor) -> dict[str, Tensor]:
         cfg = self.cfg
         b = idx.shape[0]
         local = b // self.ctx.world_size
@@ -275,13 +263,13 @@ class Trainer:
         m = cfg.neighbours_per_step
         if self.cache is not None:
             with torch.no_grad(), autocast_context(self.dev, cfg.precision):
-                f_views = self.encoder.encode(self._layout(torch.cat(views)))
+                f_views = self.encoder.encode(self.layout(torch.cat(views)))
             feats = torch.cat([self.cache[idx_l], f_views.float(), self.cache[nbr_l]])
             with autocast_context(self.dev, cfg.precision):
                 z = self.net(feats)
         else:
             nbr_images = to_float(self.images[nbr_l], channels_last=False)
-            batch = self._layout(torch.cat([x[lo:hi], *views, nbr_images]))
+            batch = self.layout(torch.cat([x[lo:hi], *views, nbr_images]))
             with autocast_context(self.dev, cfg.precision):
                 z = self.net(batch)
         z = z.float()
@@ -298,9 +286,6 @@ class Trainer:
             distance=cfg.distance,
         )
 
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
-
     def run(
         self,
         labels: np.ndarray | None,
@@ -309,37 +294,32 @@ class Trainer:
         resume: bool,
         on_step: StepHook | None,
     ) -> FinetuneResult:
-        cfg = self.cfg
+        self.labels, self.eval_every = labels, eval_every
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        loop = EpochLoop(self._state(), cfg.to_dict(), ckpt, self.dev, on_step)
-        start, history, tensors = loop.resume(resume, "another checkpoint_dir")
+        state = self.state(encoder=self.encoder, head=self.head)
+        loop = EpochLoop(state, self.cfg.to_dict(), ckpt, self.dev, on_step)
+        return self._result(labels, loop.run(self, resume, "another checkpoint_dir"))
+
+    def begin(self, tensors: dict[str, Tensor]) -> None:
         if "neighbours" in tensors:
             self.neighbours = tensors["neighbours"].to(self.dev)
-        loop.start()
-        for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            refresh = cfg.refresh_every > 0 and epoch % cfg.refresh_every == 0
-            if self.neighbours is None or refresh:
-                self.neighbours = self._mine()
-            _set_modes(self.encoder, self.head, cfg.strategy, training=True)
-            order = torch.randperm(self.images.shape[0], generator=self.shuffle)
-            batched = batches(order, cfg.batch_size, drop_last=True)
-            means = loop.steps(epoch, batched, self._step, "total", self.opt, self.sched)
-            record: dict[str, float] = {"epoch": epoch, **means}
-            record["seconds"] = time.perf_counter() - t0
-            loop.check_finite(
-                record["total"],
-                f"ICBPL loss became {{}} in epoch {epoch}; lower lr/encoder_lr or use "
-                "precision='fp32'",
-            )
-            if labels is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
-                record.update(evaluate(labels, self._assign(self._latents())))
-            history.append(record)
-            extra = {"neighbours": self.neighbours, "centroids": self.centroids}
-            loop.end_epoch(epoch, history, functools.partial(self._log, record), extra)
-        return self._result(labels, history)
 
-    def _log(self, record: dict[str, float]) -> None:
+    def batches(self, epoch: int) -> Iterator[Tensor]:
+        refresh = self.cfg.refresh_every > 0 and epoch % self.cfg.refresh_every == 0
+        if self.neighbours is None or refresh:
+            self.neighbours = self._mine()
+        _set_modes(self.encoder, self.head, self.cfg.strategy, training=True)
+        return super().batches(epoch)
+
+    def evaluate(self, epoch: int, record: dict[str, float]) -> None:
+        if self.labels is not None and self.eval_every > 0 and (epoch + 1) % self.eval_every == 0:
+            record.update(evaluate(self.labels, self._assign(self._latents())))
+
+    def extra(self) -> dict[str, Tensor]:
+        assert self.neighbours is not None
+        return {"neighbours": self.neighbours, "centroids": self.centroids}
+
+    def log(self, record: dict[str, float]) -> None:
         logger.info(
             "finetune[%s] epoch %d/%d loss %.4f (%.1fs)%s",
             self.cfg.strategy,
@@ -355,8 +335,6 @@ class Trainer:
         assigned = self._assign(latent)
         if labels is not None:
             history.append({"epoch": self.cfg.epochs, **evaluate(labels, assigned)})
-        timed = [h["seconds"] for h in history if "seconds" in h]
-        timed = timed[1:] or timed
         assert self.neighbours is not None
         return FinetuneResult(
             labels=assigned,
@@ -367,7 +345,7 @@ class Trainer:
             neighbours=self.neighbours.cpu().numpy(),
             config=self.cfg,
             history=history,
-            seconds_per_epoch=sum(timed) / max(1, len(timed)),
+            seconds_per_epoch=seconds_per_epoch(history),
             peak_memory_bytes=peak_memory(self.dev),
         )
 

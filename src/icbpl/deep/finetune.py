@@ -39,6 +39,7 @@ from icbpl.deep.distributed import context
 from icbpl.deep.loop import StepHook
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
 from icbpl.util.device import resolve_device
+from icbpl.util.plain import config_from
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
@@ -108,47 +109,26 @@ def finetune(
         on_step: called after each optimiser step with (epoch, step, losses).
         extract_batch_size: batch size of the no-gradient passes (features, final latents).
     """
-    cfg = FinetuneConfig(
-        n_clusters=int(n_clusters),
-        strategy=strategy,
-        latent_dim=int(latent_dim),
-        hidden=tuple(int(h) for h in hidden),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        encoder_lr=float(encoder_lr),
-        weight_decay=float(weight_decay),
-        optimizer=optimizer,
-        warmup_epochs=int(warmup_epochs),
-        final_lr_ratio=float(final_lr_ratio),
-        weights=weights or LossWeights(),
-        distance=distance,
-        n_neighbours=int(n_neighbours),
-        neighbours_per_step=int(neighbours_per_step),
-        refresh_every=int(refresh_every),
-        n_views=int(n_views),
-        precision=precision,
-        channels_last=channels_last,
-        seed=int(seed),
-    )
+    cfg = config_from(FinetuneConfig, locals(), weights=weights or LossWeights())
     _check_config(cfg, resume and checkpoint_dir is None)
     dev = resolve_device(device)
     size = int(encoder.config.input_size)
     images = images_as_tensor(source, size).to(dev)
-    n = images.shape[0]
+    labels = getattr(source, "labels", None) if labels is None else labels
+    _check_inputs(cfg, images.shape[0], labels)
+    augment = augment or default_augment(size, "weak")
+    trainer = Trainer(encoder, images, cfg, augment, dev, extract_batch_size)
+    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
+
+
+def _check_inputs(cfg: FinetuneConfig, n: int, labels: np.ndarray | None) -> None:
     if n < cfg.batch_size or n <= cfg.n_neighbours:
         raise ValueError(
             f"n_samples={n} should be >= batch_size={cfg.batch_size} and > n_neighbours="
             f"{cfg.n_neighbours}"
         )
-    if labels is None:
-        labels = getattr(source, "labels", None)
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries for {n} images")
-    trainer = Trainer(
-        encoder, images, cfg, augment or default_augment(size, "weak"), dev, extract_batch_size
-    )
-    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
 
 
 def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
