@@ -1,15 +1,14 @@
-"""The fine-tuning trainer behind :func:`icbpl.deep.finetune.finetune`: its configuration and
-result, the trained parts of the encoder, and the per-step computation on the ICBPL objective
-(the epoch loop itself is :class:`icbpl.deep.loop.EpochLoop`)."""
+"""The fine-tuning trainer behind :func:`icbpl.deep.finetune.finetune`: the per-step computation
+on the ICBPL objective and the no-gradient passes (the epoch loop is
+:meth:`icbpl.deep.loop.EpochLoop.run`)."""
 
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 from icbpl.core.head import ProjectionHead
 from icbpl.core.metrics import evaluate
 from icbpl.core.neighbours import mine_neighbours
-from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.objective import icbpl_objective
 from icbpl.core.pedcc import make_pedcc
 from icbpl.deep.distributed import (
     all_gather_with_grad,
@@ -28,104 +27,18 @@ from icbpl.deep.distributed import (
     shard_range,
     wrap_ddp,
 )
+from icbpl.deep.finetune import FinetuneConfig, FinetuneResult, trainable_modules
 from icbpl.deep.loop import EpochLoop, StepHook, seconds_per_epoch
-from icbpl.deep.pretrain._loop import encoder_metadata
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.deep.runtime import AugmentFn, ImageRun, to_float
-from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory
-from icbpl.util.plain import plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
-__all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "Trainer", "trainable_modules"]
+__all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("frozen", "last2", "all")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Hyper-parameters of fine-tuning (recorded in checkpoints and saved results)."""
-
-    n_clusters: int = 10
-    strategy: str = "last2"
-    latent_dim: int = 100
-    hidden: tuple[int, ...] = (512,)
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
-    encoder_lr: float = 1e-4
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    warmup_epochs: int = 0
-    final_lr_ratio: float = 0.1
-    weights: LossWeights = field(default_factory=LossWeights)
-    distance: str = "cosine"
-    n_neighbours: int = 4
-    neighbours_per_step: int = 1
-    refresh_every: int = 30
-    n_views: int = 1
-    precision: str = "auto"
-    channels_last: bool | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return plain_dict(self)
-
-
-@dataclass
-class FinetuneResult:
-    """Fine-tuned encoder and head (trained copies), cluster labels and the training record."""
-
-    labels: np.ndarray
-    latent: np.ndarray
-    encoder: Encoder
-    head: ProjectionHead
-    centroids: np.ndarray
-    neighbours: np.ndarray
-    config: FinetuneConfig
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds_per_epoch: float = float("nan")
-    peak_memory_bytes: int = 0
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
-        ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
-        out = Path(directory)
-        save_weights(
-            out / "encoder.safetensors",
-            self.encoder.state_dict(),
-            encoder_metadata(self.encoder, finetune=self.config.to_dict()),
-        )
-        save_weights(
-            out / "head.safetensors",
-            self.head.state_dict(),
-            {
-                "in_dim": self.head.in_dim,
-                "hidden": list(self.head.hidden),
-                "latent_dim": self.head.latent_dim,
-            },
-        )
-        save_weights(
-            out / "result.safetensors",
-            {
-                "labels": torch.from_numpy(self.labels),
-                "latent": torch.from_numpy(self.latent),
-                "centroids": torch.from_numpy(self.centroids),
-                "neighbours": torch.from_numpy(self.neighbours),
-            },
-            {
-                "config": self.config.to_dict(),
-                "history": self.history,
-                "seconds_per_epoch": self.seconds_per_epoch,
-                "peak_memory_bytes": self.peak_memory_bytes,
-            },
-        )
-        return out
 
 
 class _EncoderHead(nn.Module):
@@ -138,20 +51,6 @@ class _EncoderHead(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.encoder.encode(images))
-
-
-def trainable_modules(encoder: Encoder, strategy: str) -> list[nn.Module]:
-    """The parts of ``encoder`` that ``strategy`` trains: none, ``stages()[-2:]`` or the whole."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "frozen":
-        return []
-    if strategy == "all":
-        return [encoder]
-    stages = list(encoder.stages())
-    if len(stages) < 2:
-        raise ValueError(f"strategy='last2' needs an encoder with >= 2 stages, got {len(stages)}")
-    return stages[-2:]
 
 
 def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool) -> None:

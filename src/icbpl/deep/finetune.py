@@ -21,30 +21,127 @@ written after every epoch and ``resume=True`` continues bit-for-bit (CPU, fp32) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from icbpl.core.head import ProjectionHead
 from icbpl.core.objective import LossWeights
-from icbpl.deep._trainer import (
-    STRATEGIES,
-    FinetuneConfig,
-    FinetuneResult,
-    Trainer,
-    trainable_modules,
-)
 from icbpl.deep.distributed import context
 from icbpl.deep.loop import StepHook
+from icbpl.deep.pretrain._loop import encoder_metadata
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
+from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import resolve_device
-from icbpl.util.plain import config_from
+from icbpl.util.plain import config_from, plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
 __all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "finetune", "trainable_modules"]
+
+
+STRATEGIES = ("frozen", "last2", "all")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of fine-tuning (recorded in checkpoints and saved results)."""
+
+    n_clusters: int = 10
+    strategy: str = "last2"
+    latent_dim: int = 100
+    hidden: tuple[int, ...] = (512,)
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    warmup_epochs: int = 0
+    final_lr_ratio: float = 0.1
+    weights: LossWeights = field(default_factory=LossWeights)
+    distance: str = "cosine"
+    n_neighbours: int = 4
+    neighbours_per_step: int = 1
+    refresh_every: int = 30
+    n_views: int = 1
+    precision: str = "auto"
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return plain_dict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """Fine-tuned encoder and head (trained copies), cluster labels and the training record."""
+
+    labels: np.ndarray
+    latent: np.ndarray
+    encoder: Encoder
+    head: ProjectionHead
+    centroids: np.ndarray
+    neighbours: np.ndarray
+    config: FinetuneConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds_per_epoch: float = float("nan")
+    peak_memory_bytes: int = 0
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
+        ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
+        out = Path(directory)
+        save_weights(
+            out / "encoder.safetensors",
+            self.encoder.state_dict(),
+            encoder_metadata(self.encoder, finetune=self.config.to_dict()),
+        )
+        save_weights(
+            out / "head.safetensors",
+            self.head.state_dict(),
+            {
+                "in_dim": self.head.in_dim,
+                "hidden": list(self.head.hidden),
+                "latent_dim": self.head.latent_dim,
+            },
+        )
+        save_weights(
+            out / "result.safetensors",
+            {
+                "labels": torch.from_numpy(self.labels),
+                "latent": torch.from_numpy(self.latent),
+                "centroids": torch.from_numpy(self.centroids),
+                "neighbours": torch.from_numpy(self.neighbours),
+            },
+            {
+                "config": self.config.to_dict(),
+                "history": self.history,
+                "seconds_per_epoch": self.seconds_per_epoch,
+                "peak_memory_bytes": self.peak_memory_bytes,
+            },
+        )
+        return out
+
+
+def trainable_modules(encoder: Encoder, strategy: str) -> list[nn.Module]:
+    """The parts of ``encoder`` that ``strategy`` trains: none, ``stages()[-2:]`` or the whole."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "frozen":
+        return []
+    if strategy == "all":
+        return [encoder]
+    stages = list(encoder.stages())
+    if len(stages) < 2:
+        raise ValueError(f"strategy='last2' needs an encoder with >= 2 stages, got {len(stages)}")
+    return stages[-2:]
 
 
 def finetune(
@@ -117,6 +214,8 @@ def finetune(
     labels = getattr(source, "labels", None) if labels is None else labels
     _check_inputs(cfg, images.shape[0], labels)
     augment = augment or default_augment(size, "weak")
+    from icbpl.deep._trainer import Trainer
+
     trainer = Trainer(encoder, images, cfg, augment, dev, extract_batch_size)
     return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
 
