@@ -136,19 +136,35 @@ def _warm_start(
             f"shape {targets.shape}"
         )
     t = torch.as_tensor(targets, dtype=torch.long, device=x.device)
+
+    def loss(idx: Tensor) -> dict[str, Tensor]:
+        return {"total": (1.0 - (head(x[idx]) * centroids[t[idx]]).sum(1)).mean()}
+
     head.train()
     for epoch in range(config.init_epochs):
-        total, steps = 0.0, 0
-        for idx in _batches(n, config.batch_size, gen, x.device):
-            z = head(x[idx])
-            loss = (1.0 - (z * centroids[t[idx]]).sum(1)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        logger.info(
-            "warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / max(steps, 1)
-        )
+        sums, steps = _steps(opt, _batches(n, config.batch_size, gen, x.device), loss)
+        mean = sums.get("total", 0.0) / max(steps, 1)
+        logger.info("warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, mean)
+
+
+def _steps(
+    opt: torch.optim.Optimizer,
+    batches: Iterable[Tensor],
+    losses: Callable[[Tensor], dict[str, Tensor]],
+) -> tuple[dict[str, float], int]:
+    """An optimiser step on ``losses(batch)["total"]`` per batch; the summed losses and the
+    number of steps."""
+    sums: dict[str, float] = {}
+    steps = 0
+    for idx in batches:
+        out = losses(idx)
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        opt.step()
+        for key, val in out.items():
+            sums[key] = sums.get(key, 0.0) + float(val.detach())
+        steps += 1
+    return sums, steps
 
 
 def make_adam(
@@ -333,14 +349,12 @@ def _epoch(
     gen: torch.Generator,
 ) -> tuple[dict[str, float], int]:
     """One pass over shuffled batches; returns the summed losses and the number of steps."""
-    head.train()
-    sums: dict[str, float] = {}
-    steps = 0
-    for idx in _batches(x.shape[0], config.batch_size, gen, x.device):
+
+    def losses(idx: Tensor) -> dict[str, Tensor]:
         z, z_views, z_nb, z_assign = step_latents(
             head, x, views, nb_t, idx, bool(w.assignment), gen
         )
-        out = icbpl_objective(
+        return icbpl_objective(
             z,
             centroids,
             z_views=z_views,
@@ -350,13 +364,9 @@ def _epoch(
             z_assign=z_assign,
             temperature=config.assignment_temperature,
         )
-        opt.zero_grad(set_to_none=True)
-        out["total"].backward()
-        opt.step()
-        for key, val in out.items():
-            sums[key] = sums.get(key, 0.0) + float(val.detach())
-        steps += 1
-    return sums, steps
+
+    head.train()
+    return _steps(opt, _batches(x.shape[0], config.batch_size, gen, x.device), losses)
 
 
 def _log_epoch(record: EpochRecord) -> None:
