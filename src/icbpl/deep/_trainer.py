@@ -28,9 +28,9 @@ from icbpl.deep.distributed import (
     wrap_ddp,
 )
 from icbpl.deep.finetune import FinetuneConfig, FinetuneResult, trainable_modules
-from icbpl.deep.loop import EpochLoop, StepHook, seconds_per_epoch
+from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, seconds_per_epoch
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import AugmentFn, ImageRun, to_float
+from icbpl.deep.runtime import AugmentFn, to_float
 from icbpl.util.device import autocast_context, peak_memory
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool)
             module.train()
 
 
-class Trainer(ImageRun):
+class Trainer(EpochRun):
     """One fine-tuning run in :meth:`EpochLoop.run` (private; :func:`finetune` is the entry
     point)."""
 

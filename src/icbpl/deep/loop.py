@@ -4,16 +4,15 @@
 settings, the optimiser steps with a progress hook (``on_step(epoch, step, losses)``), the
 finiteness check of the epoch's mean loss, a checkpoint per epoch on rank 0, the barrier, and
 the peak memory. What differs between the trainers (their batches, step, record, log line and
-stopping rule) is an :class:`EpochRun`.
+stopping rule) are the methods of an :class:`EpochRun`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 
 from icbpl.deep.distributed import barrier, context
+from icbpl.deep.runtime import AugmentFn, batches, new_generator
 from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from icbpl.util.device import synchronize
 
@@ -34,14 +34,13 @@ StepHook = Callable[[int, int, dict[str, float]], None]
 
 
 class EpochRun:
-    """What one trainer does in :meth:`EpochLoop.run`; the defaults do nothing.
+    """What one trainer does in :meth:`EpochLoop.run`, over ``images`` (uint8, on ``dev``):
+    shuffled full batches from a CPU generator seeded with ``seed``, augmentations from a
+    ``dev`` generator seeded with ``seed + 1``, channels-last memory by default on CUDA.
 
-    Attributes:
-        name: the loss in the error about a non-finite value (``"ICBPL"``).
-        advice: how to avoid one (``"lower lr"``).
-        key: the loss that is minimised, an entry of :meth:`step`'s result.
-        epochs: the epochs of the whole run.
-        optimizer, scheduler: stepped after every batch.
+    A trainer sets ``name`` and ``advice`` (for the error about a non-finite loss), ``key``
+    (the loss :meth:`step` returns that is minimised), ``epochs``, ``optimizer`` and
+    ``scheduler`` (stepped after every batch); the hooks it does not override do nothing.
     """
 
     name: str
@@ -51,12 +50,40 @@ class EpochRun:
     optimizer: torch.optim.Optimizer
     scheduler: Any
 
+    def __init__(
+        self,
+        images: Tensor,
+        batch_size: int,
+        augment: AugmentFn,
+        dev: torch.device,
+        seed: int,
+        channels_last: bool | None,
+    ) -> None:
+        self.images, self.batch_size, self.augment, self.dev = images, batch_size, augment, dev
+        self.cl = dev.type == "cuda" if channels_last is None else channels_last
+        self.shuffle = new_generator(torch.device("cpu"), seed)
+        self.aug_gen = new_generator(dev, seed + 1)
+
+    def state(self, **modules: torch.nn.Module) -> dict[str, Any]:
+        """What a checkpoint of the run holds, with ``modules`` by name."""
+        return {
+            "modules": modules,
+            "optimizers": {"opt": self.optimizer},
+            "schedulers": {"sched": self.scheduler},
+            "generators": {"shuffle": self.shuffle, "augment": self.aug_gen},
+        }
+
+    def layout(self, x: Tensor) -> Tensor:
+        """``x`` in channels-last memory when the run uses it."""
+        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
+
     def begin(self, tensors: dict[str, Tensor]) -> None:
         """Before the first epoch, with the checkpoint's extra tensors (``{}`` when fresh)."""
 
-    def batches(self, epoch: int) -> Iterable[Tensor]:
-        """The epoch's index batches (and any work due before them)."""
-        raise NotImplementedError
+    def batches(self, epoch: int) -> Iterator[Tensor]:
+        """The epoch's index batches (after any work due before them)."""
+        order = torch.randperm(self.images.shape[0], generator=self.shuffle)
+        return batches(order, self.batch_size, drop_last=True)
 
     def step(self, idx: Tensor) -> dict[str, Tensor]:
         """The losses of one batch."""
@@ -127,7 +154,18 @@ class EpochLoop:
                 )
             run.evaluate(epoch, record)
             history.append(record)
-            self._end_epoch(epoch, history, functools.partial(run.log, record), run.extra())
+            if context().is_main:  # the log line and the checkpoint of epoch + 1 done epochs
+                run.log(record)
+                if self.checkpoint_dir is not None:
+                    meta = {"config": self.config, "history": history}
+                    save_checkpoint(
+                        self.checkpoint_dir,
+                        epoch=epoch + 1,
+                        tensors=run.extra(),
+                        meta=meta,
+                        **self.state,
+                    )
+            barrier()
             if run.stop(epoch):
                 break
         return history
@@ -167,24 +205,3 @@ class EpochLoop:
             count += 1
         synchronize(self.device)
         return {name: float(total) / max(count, 1) for name, total in sums.items()}
-
-    def _end_epoch(
-        self,
-        epoch: int,
-        history: list[dict[str, Any]],
-        report: Callable[[], None],
-        tensors: dict[str, Tensor] | None,
-    ) -> None:
-        """After ``history`` got the epoch's record: on rank 0 ``report()`` (its log line) and the
-        checkpoint of ``epoch + 1`` completed epochs; then every rank waits at the barrier."""
-        if context().is_main:
-            report()
-            if self.checkpoint_dir is not None:
-                save_checkpoint(
-                    self.checkpoint_dir,
-                    epoch=epoch + 1,
-                    tensors=tensors,
-                    meta={"config": self.config, "history": history},
-                    **self.state,
-                )
-        barrier()

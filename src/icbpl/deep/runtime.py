@@ -1,32 +1,24 @@
 """Helpers shared by pre-training and fine-tuning: images held as one tensor, batches, seeded
-generators, the default batched augmentation and :class:`ImageRun`, what both trainers do the
-same way in the epoch loop (devices and precision: `icbpl.util.device`).
+generators and the default batched augmentation (devices and precision: `icbpl.util.device`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.deep.loop import EpochRun
 from icbpl.features.augment import BatchAugment
 
 logger = logging.getLogger(__name__)
 
 #: ``augment(images, generator)``: float images in [0, 1], (B, 3, H, W) -> same shape.
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
-
-
-class _Sized(Protocol):
-    def __len__(self) -> int: ...
-
-    def load(self, i: int) -> Tensor: ...
 
 
 def new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -109,40 +101,3 @@ def batches(order: Tensor, batch_size: int, drop_last: bool) -> Iterator[Tensor]
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for s in range(0, stop, batch_size):
         yield order[s : s + batch_size]
-
-
-class ImageRun(EpochRun):
-    """An :class:`icbpl.deep.loop.EpochRun` over ``images`` (uint8, on ``dev``): shuffled full
-    batches from a CPU generator seeded with ``seed``, augmentations from a ``dev`` generator
-    seeded with ``seed + 1``, channels-last memory by default on CUDA."""
-
-    def __init__(
-        self,
-        images: Tensor,
-        batch_size: int,
-        augment: AugmentFn,
-        dev: torch.device,
-        seed: int,
-        channels_last: bool | None,
-    ) -> None:
-        self.images, self.batch_size, self.augment, self.dev = images, batch_size, augment, dev
-        self.cl = dev.type == "cuda" if channels_last is None else channels_last
-        self.shuffle = new_generator(torch.device("cpu"), seed)
-        self.aug_gen = new_generator(dev, seed + 1)
-
-    def batches(self, epoch: int) -> Iterator[Tensor]:
-        order = torch.randperm(self.images.shape[0], generator=self.shuffle)
-        return batches(order, self.batch_size, drop_last=True)
-
-    def layout(self, x: Tensor) -> Tensor:
-        """``x`` in channels-last memory when the run uses it."""
-        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
-
-    def state(self, **modules: torch.nn.Module) -> dict[str, Any]:
-        """What a checkpoint of the run holds, with ``modules`` by name."""
-        return {
-            "modules": modules,
-            "optimizers": {"opt": self.optimizer},
-            "schedulers": {"sched": self.scheduler},
-            "generators": {"shuffle": self.shuffle, "augment": self.aug_gen},
-        }

@@ -22,10 +22,10 @@ from icbpl.deep.distributed import (
     context,
     wrap_ddp,
 )
-from icbpl.deep.loop import EpochLoop, StepHook, seconds_per_epoch
+from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, seconds_per_epoch
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import AugmentFn, ImageRun, default_augment, images_as_tensor, to_float
+from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor, to_float
 from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory, resolve_device
 from icbpl.util.plain import config_from, plain_dict
@@ -185,7 +185,7 @@ def _check(cfg: PretrainConfig, resume: bool, out_dir: str | Path | None) -> Non
         raise ValueError("resume=True needs out_dir (where the checkpoints are)")
 
 
-class _BarlowTwinsRun(ImageRun):
+class _BarlowTwinsRun(EpochRun):
     """Barlow Twins in :meth:`EpochLoop.run`: two augmented views of each image of the batch,
     one forward over both, the loss over the global batch."""
 
