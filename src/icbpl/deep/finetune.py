@@ -33,7 +33,7 @@ from icbpl.core.head import ProjectionHead
 from icbpl.core.objective import LossWeights
 from icbpl.deep.distributed import context
 from icbpl.deep.loop import StepHook
-from icbpl.deep.pretrain._loop import encoder_metadata
+from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
 from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import resolve_device
@@ -98,11 +98,7 @@ class FinetuneResult:
         """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
         ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
         out = Path(directory)
-        save_weights(
-            out / "encoder.safetensors",
-            self.encoder.state_dict(),
-            encoder_metadata(self.encoder, finetune=self.config.to_dict()),
-        )
+        save_encoder(out / ENCODER_FILE, self.encoder, finetune=self.config.to_dict())
         save_weights(
             out / "head.safetensors",
             self.head.state_dict(),

@@ -37,9 +37,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SMALL_BATCH = 512
-"""Batches up to this many rows train on one torch thread by default: a step of the paper's
-head at batch 100 has too little work to share, and on a machine whose cores are busy two
-threads cost about 14x the CPU of one per step (docs/BENCHMARKS.md)."""
+"""Batches up to this many rows train on one torch thread by default (too little work per step
+to share between threads)."""
 
 
 @dataclass(frozen=True)
@@ -170,9 +169,8 @@ def _steps(
 def make_adam(
     params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has one for the parameters' device (one pass
-    per tensor: about 2.8x faster than ``foreach`` for the paper's head on one CPU thread,
-    docs/notes/scale.md), else ``foreach``. Same update up to float rounding."""
+    """Adam with the fused kernel where torch has one for the parameters' device, else
+    ``foreach``. Same update up to float rounding."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
@@ -227,11 +225,9 @@ def train_head(
         callback: called with each epoch's record (progress display).
         init_targets: optional (N,) cluster index per sample (e.g. k-means labels). Before the
             ICBPL epochs, ``config.init_epochs`` epochs pull each sample's latent towards the
-            PEDCC point of its target (mean cosine distance; beyond the paper), so training starts
-            from a spread-out partition instead of a random head. The warm-started head is scored
-            as epoch 0 (``TrainResult.start``, not in the history) and is a candidate like any
-            epoch: where the ICBPL epochs only lower the label-free score (k = 200 on
-            Tiny-ImageNet, docs/notes/defaults.md), the start is kept.
+            PEDCC point of its target (mean cosine distance; beyond the paper). The warm-started
+            head is scored as epoch 0 (``TrainResult.start``, not in the history) and is a
+            candidate like any epoch.
 
     The returned head is the one of the epoch with the best label-free score
     (:func:`icbpl.core.selection.label_free_score`). Each step runs the head once over the batch's

@@ -65,9 +65,7 @@ class ClusterConfig:
         encoder: registry name (`icbpl.encoders.list_encoders`).
         weights: ``None`` (the encoder's default weights), ``"random"`` or a checkpoint file.
         input_size: encoder input side in pixels (``None``: the encoder's default).
-        views: augmented views per image for the augmentation loss (0: none). Default 1: on the
-            10,000 CIFAR-10 test images one view scored like two (docs/BENCHMARKS.md) and costs
-            one encoder pass per image less.
+        views: augmented views per image for the augmentation loss (0: none).
         epochs: training epochs of the head; ``None`` (default): :meth:`resolved_epochs`, enough
             epochs for about 2,000 training steps, between 20 and 60.
         batch_size: images per forward pass of the encoder.
@@ -218,15 +216,9 @@ class ClusterConfig:
         return {name: getattr(self, field) for name, field in ICBPL_FIELDS.items()} | run
 
     def resolved_epochs(self, n_images: int) -> int:
-        """Training epochs for ``n_images`` images: ``epochs``, or the automatic choice.
-
-        Automatic (``epochs=None``): ``ceil(AUTO_STEPS / steps_per_epoch)`` clipped to
-        ``AUTO_EPOCHS``, where ``steps_per_epoch = ceil(n_images / train_batch_size)``. The
-        label-free selection stopped improving after about 2,000 steps both on 10,000 CIFAR-10
-        images (batch 100: epoch 20 scored as epoch 60, 4 seeds) and on all 60,000 (batch 256:
-        8 and 20 epochs level over 6 heads); small folders get up to 60 epochs, since an epoch
-        of a few hundred images is only a few steps.
-        """
+        """Training epochs for ``n_images`` images: ``epochs``, or (``epochs=None``)
+        ``ceil(AUTO_STEPS / steps_per_epoch)`` clipped to ``AUTO_EPOCHS``, where
+        ``steps_per_epoch = ceil(n_images / train_batch_size)``."""
         if self.epochs is not None:
             return int(self.epochs)
         steps = max(1, math.ceil(max(int(n_images), 1) / self.train_batch_size))

@@ -124,13 +124,12 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
 
 
 def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
-    from icbpl.deep.pretrain import encoder_metadata
-    from icbpl.util.checkpoint import save_weights
+    from icbpl.deep.pretrain import save_encoder
 
     options = {} if config.input_size is None else {"input_size": config.input_size}
     create = {"encoder": config.encoder, "options": options, "started_from": config.weights}
-    meta = encoder_metadata(result.encoder, finetune=result.config.to_dict(), create=create)
-    return save_weights(out / FINETUNED_ENCODER, result.encoder.state_dict(), meta)
+    finetune = result.config.to_dict()
+    return save_encoder(out / FINETUNED_ENCODER, result.encoder, finetune=finetune, create=create)
 
 
 def _parts(

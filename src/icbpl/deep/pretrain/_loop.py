@@ -8,7 +8,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +23,17 @@ from icbpl.deep.distributed import (
     wrap_ddp,
 )
 from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, seconds_per_epoch
+from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor, to_float
-from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import autocast_context, peak_memory, resolve_device
 from icbpl.util.plain import config_from, plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
-__all__ = ["PretrainConfig", "PretrainResult", "encoder_metadata", "pretrain_barlow_twins"]
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain_barlow_twins"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +85,6 @@ class PretrainResult:
     weights_path: Path | None = None
     seconds_per_epoch: float = float("nan")
     peak_memory_bytes: int = 0
-
-
-def encoder_metadata(encoder: nn.Module, **extra: Any) -> dict[str, Any]:
-    """JSON description of an encoder's weights: registry name, architecture, config, extras."""
-    from icbpl.encoders.cifar_resnet import architecture_of
-
-    config = getattr(encoder, "config", None)
-    cfg: dict[str, Any] = {}
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        cfg = asdict(config)
-    meta: dict[str, Any] = {"encoder": cfg.get("name"), "config": cfg}
-    arch = architecture_of(encoder)
-    if arch is not None:
-        meta["architecture"] = arch
-    meta.update(extra)
-    return meta
 
 
 def pretrain_barlow_twins(
@@ -285,16 +269,9 @@ def _finish(
     """Save the trained encoder (rank 0, with ``out_dir``), mark its weights, time the epochs."""
     weights_path = None
     if out_dir is not None and context().is_main:
-        weights_path = save_weights(
-            Path(out_dir) / "encoder.safetensors",
-            trained.state_dict(),
-            encoder_metadata(
-                trained,
-                pretrain={"method": "barlow_twins", **cfg.to_dict()},
-                history=history,
-                **metadata,
-            ),
-        )
+        pretrain = {"method": "barlow_twins", **cfg.to_dict()}
+        path = Path(out_dir) / ENCODER_FILE
+        weights_path = save_encoder(path, trained, pretrain=pretrain, history=history, **metadata)
     barrier()
     _mark_weights(trained, weights_path, cfg.seed)
     return PretrainResult(
