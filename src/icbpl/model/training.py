@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -21,7 +20,7 @@ from icbpl.core.objective import LossWeights, icbpl_objective
 from icbpl.core.selection import label_free_score
 from icbpl.model._embedding import embed_labels, fit_standardisation_blocked
 from icbpl.model._step import step_latents
-from icbpl.util.device import requested_threads
+from icbpl.util.device import requested_threads, torch_threads
 from icbpl.util.plain import plain_dict
 
 __all__ = [
@@ -187,19 +186,6 @@ def train_threads(config: TrainConfig, device: torch.device) -> int | None:
     return 1 if config.batch_size <= SMALL_BATCH else None
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_head(
     x: Tensor,
     centroids: Tensor,
@@ -237,7 +223,7 @@ def train_head(
         raise ValueError(f"patience={config.patience} should be >= 0 (0: run all epochs)")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads={config.threads} should be >= 1 (or None)")
-    with _torch_threads(train_threads(config, x.device)):
+    with torch_threads(train_threads(config, x.device)):
         return _train(x, centroids, config, views, neighbours, y, callback, init_targets)
 
 

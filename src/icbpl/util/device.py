@@ -30,6 +30,7 @@ __all__ = [
     "resolve_precision",
     "seeded",
     "synchronize",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -172,14 +173,25 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
     token = _REQUESTED.set(n)
     try:
-        with threadpool_limits(limits=n):
+        with torch_threads(n), threadpool_limits(limits=n):
             yield
     finally:
         _REQUESTED.reset(token)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then restore the count (``None``: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
         torch.set_num_threads(before)
 
 
