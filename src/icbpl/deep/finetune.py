@@ -31,8 +31,7 @@ from torch import nn
 
 from icbpl.core.head import ProjectionHead
 from icbpl.core.objective import LossWeights
-from icbpl.deep.distributed import context
-from icbpl.deep.loop import StepHook
+from icbpl.deep.loop import StepHook, check_run
 from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
 from icbpl.util.checkpoint import save_weights
@@ -228,18 +227,12 @@ def _check_inputs(cfg: FinetuneConfig, n: int, labels: np.ndarray | None) -> Non
 
 def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
     """Raise ValueError for a configuration ``finetune`` cannot run (naming the field)."""
-    ctx = context()
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy={cfg.strategy!r}; expected one of {STRATEGIES}")
-    if cfg.n_clusters < 2 or cfg.epochs < 1 or cfg.n_views < 1:
+    check_run(cfg.epochs, cfg.batch_size, "checkpoint_dir" if resume_without_dir else None)
+    if cfg.n_clusters < 2 or cfg.n_views < 1:
         raise ValueError(
-            f"n_clusters={cfg.n_clusters} should be >= 2, epochs={cfg.epochs} >= 1 and "
-            f"n_views={cfg.n_views} >= 1"
-        )
-    if cfg.batch_size < 2 or cfg.batch_size % ctx.world_size:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} should be >= 2 and divisible by the "
-            f"{ctx.world_size} processes"
+            f"n_clusters={cfg.n_clusters} should be >= 2 and n_views={cfg.n_views} >= 1"
         )
     if not 1 <= cfg.neighbours_per_step <= cfg.n_neighbours:
         raise ValueError(
@@ -252,5 +245,3 @@ def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
             "fifth loss needs the estimator's anchor/neighbour batches); set it to 0, or fit "
             "icbpl.ICBPL on extracted features to use it"
         )
-    if resume_without_dir:
-        raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")

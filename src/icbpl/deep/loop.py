@@ -25,7 +25,7 @@ from icbpl.deep.runtime import AugmentFn, batches, new_generator
 from icbpl.util.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from icbpl.util.device import synchronize
 
-__all__ = ["EpochLoop", "EpochRun", "StepHook", "seconds_per_epoch"]
+__all__ = ["EpochLoop", "EpochRun", "StepHook", "check_run", "seconds_per_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,19 @@ class EpochRun:
     def stop(self, epoch: int) -> bool:
         """Whether to stop after ``epoch``."""
         return False
+
+
+def check_run(epochs: int, batch_size: int, missing: str | None) -> None:
+    """Raise ValueError unless ``epochs >= 1`` and ``batch_size >= 2`` splits evenly among the
+    processes; ``missing``: the option a ``resume=True`` lacks, if any."""
+    world = context().world_size
+    if epochs < 1 or batch_size < 2 or batch_size % world:
+        raise ValueError(
+            f"epochs={epochs} should be >= 1 and batch_size={batch_size} >= 2 and divisible by "
+            f"the {world} processes"
+        )
+    if missing is not None:
+        raise ValueError(f"resume=True needs {missing} (where the checkpoints are)")
 
 
 def seconds_per_epoch(history: list[dict[str, Any]]) -> float:

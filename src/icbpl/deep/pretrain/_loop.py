@@ -22,7 +22,7 @@ from icbpl.deep.distributed import (
     context,
     wrap_ddp,
 )
-from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, seconds_per_epoch
+from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, check_run, seconds_per_epoch
 from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
@@ -144,7 +144,7 @@ def pretrain_barlow_twins(
         metadata: extra JSON entries for ``encoder.json`` (e.g. how to rebuild the encoder).
     """
     cfg = config_from(PretrainConfig, locals())
-    _check(cfg, resume, out_dir)
+    check_run(cfg.epochs, cfg.batch_size, "out_dir" if resume and out_dir is None else None)
     dev = resolve_device(device)
     size = int(encoder.config.input_size)
     images = images_as_tensor(source, size).to(dev)
@@ -155,18 +155,6 @@ def pretrain_barlow_twins(
     loop = EpochLoop(run.state(model=run.model), cfg.to_dict(), checkpoint_dir, dev, on_step)
     history = loop.run(run, resume, "use another out_dir")
     return _finish(run.model.encoder.eval(), cfg, history, out_dir, dict(metadata or {}), dev)
-
-
-def _check(cfg: PretrainConfig, resume: bool, out_dir: str | Path | None) -> None:
-    world = context().world_size
-    if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"epochs={cfg.epochs} should be >= 1 and batch_size={cfg.batch_size} >= 2")
-    if cfg.batch_size % world:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} should be divisible by the {world} processes"
-        )
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
 
 
 class _BarlowTwinsRun(EpochRun):
