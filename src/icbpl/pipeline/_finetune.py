@@ -31,17 +31,8 @@ FINETUNED_ENCODER = Path("encoder") / "encoder.safetensors"
 
 #: ClusterConfig fields that `icbpl.deep.finetune.finetune` takes under the same name.
 _FINETUNE_ARGS = (
-    "latent_dim",
-    "hidden",
-    "lr",
-    "encoder_lr",
-    "weight_decay",
-    "distance",
-    "refresh_every",
-    "device",
-    "precision",
-    "seed",
-)
+    "latent_dim hidden lr encoder_lr weight_decay distance refresh_every device precision seed"
+).split()
 
 
 def _global_batch(config: ClusterConfig, n: int, world: int) -> int:
