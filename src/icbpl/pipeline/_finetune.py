@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from icbpl.pipeline._config import ClusterConfig, PipelineError
-from icbpl.pipeline._stages import encoder_stage, images_stage
-from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, write_outputs
+from icbpl.pipeline._stages import encoder_info, encoder_stage, images_stage
+from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, model_parts, write_outputs
 
 __all__ = ["FINETUNED_ENCODER", "run_finetune"]
 
@@ -138,10 +138,7 @@ def _parts(
             "config": result.config.to_dict(),
         },
         "features": {},
-        "icbpl": model.get_params(),
-        "best_epoch": model.epochs - 1,
-        "heads": [],
-        "self_label": None,
+        **model_parts(model),
         "history": result.history,
     }
 
@@ -160,7 +157,6 @@ def run_finetune(
     they write nothing).
     """
     from icbpl.deep.distributed import context
-    from icbpl.features import weights_digest
 
     config.validate()
     ctx = context()
@@ -184,9 +180,6 @@ def run_finetune(
         scores = (latent @ model.centroids_.T)[np.arange(n), clusters]
         write_outputs(out, config, source, model, (clusters, scores, latent), result.neighbours)
         _save_encoder(result, out, config)
-    encoder_info = {
-        **result.encoder.config.to_dict(),
-        "weights_digest": weights_digest(result.encoder),
-    }
     parts = _parts(config, result, model, start["weights_digest"], ctx.world_size)
-    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
+    info = encoder_info(result.encoder)
+    return finish_run(out, config, source, clusters, k, info, command, parts, timed)

@@ -31,6 +31,7 @@ from icbpl.pipeline._summary import (
     StageCallback,
     StageTimer,
     finish_run,
+    model_parts,
     peak_rss_mb,
     save_novelty,
     unassigned_by_rule,
@@ -131,24 +132,12 @@ def cluster_into(
     parts = {
         "k_choice": k_choice,
         "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
-        **_model_parts(model),
+        **model_parts(model),
         "csv_neutralised": neutralised_rows(list(source.ids), image_paths(source)),
         "novelty": novelty,
         "peak_rss_mb": peak_rss_mb(),
     }
     return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
-
-
-def _model_parts(model: ICBPL) -> dict[str, Any]:
-    """The fitted model's entries of ``summary.json``."""
-    return {
-        "icbpl": model.get_params(),
-        "best_epoch": int(model.best_epoch_),
-        "start": dataclasses.asdict(model.start_) if model.start_ is not None else None,
-        "heads": model.heads_,
-        "self_label": model.self_label_,
-        "history": [dataclasses.asdict(r) for r in model.history_],
-    }
 
 
 def _check_sizes(

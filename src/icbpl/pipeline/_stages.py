@@ -227,14 +227,10 @@ def extract(encoder: Any, source: Any, config: ClusterConfig, views: int, progre
 
 
 def encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[str, Any]]:
-    """Stage ``encoder``: the run's encoder and its ``summary.json`` entry (config and weights
-    digest)."""
-    from icbpl.features import weights_digest
-
+    """Stage ``encoder``: the run's encoder and its :func:`encoder_info`."""
     with timed("encoder"):
         encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
         enc_cfg = encoder.config
-        info = {**enc_cfg.to_dict(), "weights_digest": weights_digest(encoder)}
         if enc_cfg.supervised:
             logger.info(
                 "encoder %s uses weights trained with labels (supervised): the clustering is not "
@@ -243,7 +239,14 @@ def encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[s
             )
         if enc_cfg.weights == "random":
             logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
-    return encoder, info
+        return encoder, encoder_info(encoder)
+
+
+def encoder_info(encoder: Any) -> dict[str, Any]:
+    """An encoder's ``summary.json`` entry: its config and weights digest."""
+    from icbpl.features import weights_digest
+
+    return {**encoder.config.to_dict(), "weights_digest": weights_digest(encoder)}
 
 
 def images_stage(config: ClusterConfig, timed: StageTimer, progress: bool) -> Any:
