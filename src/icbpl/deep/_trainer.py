@@ -185,7 +185,7 @@ class Trainer(EpochRun):
             distance=cfg.distance,
         )
 
-    def run(
+    def train(
         self,
         labels: np.ndarray | None,
         eval_every: int,

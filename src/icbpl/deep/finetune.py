@@ -212,7 +212,7 @@ def finetune(
     from icbpl.deep._trainer import Trainer
 
     trainer = Trainer(encoder, images, cfg, augment, dev, extract_batch_size)
-    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
+    return trainer.train(labels, eval_every, checkpoint_dir, resume, on_step)
 
 
 def _check_inputs(cfg: FinetuneConfig, n: int, labels: np.ndarray | None) -> None:
