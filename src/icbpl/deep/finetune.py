@@ -98,30 +98,14 @@ class FinetuneResult:
         ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
         out = Path(directory)
         save_encoder(out / ENCODER_FILE, self.encoder, finetune=self.config.to_dict())
-        save_weights(
-            out / "head.safetensors",
-            self.head.state_dict(),
-            {
-                "in_dim": self.head.in_dim,
-                "hidden": list(self.head.hidden),
-                "latent_dim": self.head.latent_dim,
-            },
-        )
-        save_weights(
-            out / "result.safetensors",
-            {
-                "labels": torch.from_numpy(self.labels),
-                "latent": torch.from_numpy(self.latent),
-                "centroids": torch.from_numpy(self.centroids),
-                "neighbours": torch.from_numpy(self.neighbours),
-            },
-            {
-                "config": self.config.to_dict(),
-                "history": self.history,
-                "seconds_per_epoch": self.seconds_per_epoch,
-                "peak_memory_bytes": self.peak_memory_bytes,
-            },
-        )
+        head = self.head
+        meta = {"in_dim": head.in_dim, "hidden": list(head.hidden), "latent_dim": head.latent_dim}
+        save_weights(out / "head.safetensors", head.state_dict(), meta)
+        arrays = ("labels", "latent", "centroids", "neighbours")
+        tensors = {name: torch.from_numpy(getattr(self, name)) for name in arrays}
+        record = ("history", "seconds_per_epoch", "peak_memory_bytes")
+        meta = {"config": self.config.to_dict(), **{name: getattr(self, name) for name in record}}
+        save_weights(out / "result.safetensors", tensors, meta)
         return out
 
 
