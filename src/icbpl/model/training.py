@@ -265,7 +265,7 @@ def _train(
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config.weights, config, gen)
+        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config, gen)
         refresh = (
             nb_t is not None
             and bool(config.refresh_every)
@@ -326,7 +326,6 @@ def _epoch(
     views: Tensor | None,
     nb_t: Tensor | None,
     centroids: Tensor,
-    w: LossWeights,
     config: TrainConfig,
     gen: torch.Generator,
 ) -> tuple[dict[str, float], int]:
@@ -334,14 +333,14 @@ def _epoch(
 
     def losses(idx: Tensor) -> dict[str, Tensor]:
         z, z_views, z_nb, z_assign = step_latents(
-            head, x, views, nb_t, idx, bool(w.assignment), gen
+            head, x, views, nb_t, idx, bool(config.weights.assignment), gen
         )
         return icbpl_objective(
             z,
             centroids,
             z_views=z_views,
             z_neighbours=z_nb,
-            weights=w,
+            weights=config.weights,
             distance=config.distance,
             z_assign=z_assign,
             temperature=config.assignment_temperature,
