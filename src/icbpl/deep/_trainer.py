@@ -1,17 +1,14 @@
-"""The fine-tuning trainer behind :func:`icbpl.deep.finetune.finetune`: its configuration and
-result, the trained parts of the encoder, and the per-step computation on the ICBPL objective
-(the epoch loop itself is :class:`icbpl.deep.loop.EpochLoop`)."""
+"""The fine-tuning trainer behind :func:`icbpl.deep.finetune.finetune`: the per-step computation
+on the ICBPL objective and the no-gradient passes (the epoch loop is
+:meth:`icbpl.deep.loop.EpochLoop.run`)."""
 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +17,7 @@ from torch import Tensor, nn
 from icbpl.core.head import ProjectionHead
 from icbpl.core.metrics import evaluate
 from icbpl.core.neighbours import mine_neighbours
-from icbpl.core.objective import LossWeights, icbpl_objective
+from icbpl.core.objective import icbpl_objective
 from icbpl.core.pedcc import make_pedcc
 from icbpl.deep.distributed import (
     all_gather_with_grad,
@@ -30,104 +27,18 @@ from icbpl.deep.distributed import (
     shard_range,
     wrap_ddp,
 )
-from icbpl.deep.loop import EpochLoop, StepHook
-from icbpl.deep.pretrain._loop import encoder_metadata
+from icbpl.deep.finetune import FinetuneConfig, FinetuneResult, trainable_modules
+from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, seconds_per_epoch
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import AugmentFn, batches, new_generator, to_float
-from icbpl.util.checkpoint import save_weights
+from icbpl.deep.runtime import AugmentFn, to_float
 from icbpl.util.device import autocast_context, peak_memory
-from icbpl.util.plain import plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
-__all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "Trainer", "trainable_modules"]
+__all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("frozen", "last2", "all")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Hyper-parameters of fine-tuning (recorded in checkpoints and saved results)."""
-
-    n_clusters: int = 10
-    strategy: str = "last2"
-    latent_dim: int = 100
-    hidden: tuple[int, ...] = (512,)
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
-    encoder_lr: float = 1e-4
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    warmup_epochs: int = 0
-    final_lr_ratio: float = 0.1
-    weights: LossWeights = field(default_factory=LossWeights)
-    distance: str = "cosine"
-    n_neighbours: int = 4
-    neighbours_per_step: int = 1
-    refresh_every: int = 30
-    n_views: int = 1
-    precision: str = "auto"
-    channels_last: bool | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return plain_dict(self)
-
-
-@dataclass
-class FinetuneResult:
-    """Fine-tuned encoder and head (trained copies), cluster labels and the training record."""
-
-    labels: np.ndarray
-    latent: np.ndarray
-    encoder: Encoder
-    head: ProjectionHead
-    centroids: np.ndarray
-    neighbours: np.ndarray
-    config: FinetuneConfig
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds_per_epoch: float = float("nan")
-    peak_memory_bytes: int = 0
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
-        ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
-        out = Path(directory)
-        save_weights(
-            out / "encoder.safetensors",
-            self.encoder.state_dict(),
-            encoder_metadata(self.encoder, finetune=self.config.to_dict()),
-        )
-        save_weights(
-            out / "head.safetensors",
-            self.head.state_dict(),
-            {
-                "in_dim": self.head.in_dim,
-                "hidden": list(self.head.hidden),
-                "latent_dim": self.head.latent_dim,
-            },
-        )
-        save_weights(
-            out / "result.safetensors",
-            {
-                "labels": torch.from_numpy(self.labels),
-                "latent": torch.from_numpy(self.latent),
-                "centroids": torch.from_numpy(self.centroids),
-                "neighbours": torch.from_numpy(self.neighbours),
-            },
-            {
-                "config": self.config.to_dict(),
-                "history": self.history,
-                "seconds_per_epoch": self.seconds_per_epoch,
-                "peak_memory_bytes": self.peak_memory_bytes,
-            },
-        )
-        return out
 
 
 class _EncoderHead(nn.Module):
@@ -142,20 +53,6 @@ class _EncoderHead(nn.Module):
         return self.head(self.encoder.encode(images))
 
 
-def trainable_modules(encoder: Encoder, strategy: str) -> list[nn.Module]:
-    """The parts of ``encoder`` that ``strategy`` trains: none, ``stages()[-2:]`` or the whole."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "frozen":
-        return []
-    if strategy == "all":
-        return [encoder]
-    stages = list(encoder.stages())
-    if len(stages) < 2:
-        raise ValueError(f"strategy='last2' needs an encoder with >= 2 stages, got {len(stages)}")
-    return stages[-2:]
-
-
 def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool) -> None:
     """Train mode for the trained parts, eval mode (fixed BatchNorm statistics) for the rest."""
     encoder.eval()
@@ -165,8 +62,11 @@ def _set_modes(encoder: Encoder, head: nn.Module, strategy: str, training: bool)
             module.train()
 
 
-class Trainer:
-    """State of one fine-tuning run (private; :func:`finetune` is the entry point)."""
+class Trainer(EpochRun):
+    """One fine-tuning run in :meth:`EpochLoop.run` (private; :func:`finetune` is the entry
+    point)."""
+
+    name, key, advice = "ICBPL", "total", "lower lr/encoder_lr"
 
     def __init__(
         self,
@@ -177,15 +77,12 @@ class Trainer:
         dev: torch.device,
         extract_batch_size: int,
     ) -> None:
-        self.cfg = cfg
+        super().__init__(images, cfg.batch_size, augment, dev, cfg.seed, cfg.channels_last)
+        self.cfg, self.epochs = cfg, cfg.epochs
         self.ctx = context()
-        self.images = images
-        self.augment = augment
-        self.dev = dev
         self.extract_bs = int(extract_batch_size)
         torch.manual_seed(cfg.seed)
         self.encoder = copy.deepcopy(encoder).to(dev)
-        self.cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         if self.cl:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         trained = {
@@ -202,7 +99,7 @@ class Trainer:
         feats = self._features()
         self.head.fit_standardisation(feats)
         self.cache = feats if cfg.strategy == "frozen" else None
-        self.opt = build_optimizer(
+        self.optimizer = build_optimizer(
             [
                 (list(self.head.named_parameters()), cfg.lr),
                 (list(self.encoder.named_parameters()), cfg.encoder_lr),
@@ -210,12 +107,10 @@ class Trainer:
             cfg.optimizer,
             cfg.weight_decay,
         )
-        self.steps = images.shape[0] // cfg.batch_size
-        self.sched = WarmupCosine(
-            self.opt, cfg.epochs * self.steps, cfg.warmup_epochs * self.steps, cfg.final_lr_ratio
+        steps = images.shape[0] // cfg.batch_size
+        self.scheduler = WarmupCosine(
+            self.optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio
         )
-        self.shuffle = new_generator(torch.device("cpu"), cfg.seed)
-        self.aug_gen = new_generator(dev, cfg.seed + 1)
         self.neighbours: Tensor | None = None
         self.net = wrap_ddp(self.head if cfg.strategy == "frozen" else self.model, dev)
 
@@ -250,15 +145,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "modules": {"encoder": self.encoder, "head": self.head},
-            "optimizers": {"opt": self.opt},
-            "schedulers": {"sched": self.sched},
-            "generators": {"shuffle": self.shuffle, "augment": self.aug_gen},
-        }
-
-    def _step(self, idx: Tensor) -> dict[str, Tensor]:
+    def step(self, idx: Tensor) -> dict[str, Tensor]:
         cfg = self.cfg
         b = idx.shape[0]
         local = b // self.ctx.world_size
@@ -275,13 +162,13 @@ class Trainer:
         m = cfg.neighbours_per_step
         if self.cache is not None:
             with torch.no_grad(), autocast_context(self.dev, cfg.precision):
-                f_views = self.encoder.encode(self._layout(torch.cat(views)))
+                f_views = self.encoder.encode(self.layout(torch.cat(views)))
             feats = torch.cat([self.cache[idx_l], f_views.float(), self.cache[nbr_l]])
             with autocast_context(self.dev, cfg.precision):
                 z = self.net(feats)
         else:
             nbr_images = to_float(self.images[nbr_l], channels_last=False)
-            batch = self._layout(torch.cat([x[lo:hi], *views, nbr_images]))
+            batch = self.layout(torch.cat([x[lo:hi], *views, nbr_images]))
             with autocast_context(self.dev, cfg.precision):
                 z = self.net(batch)
         z = z.float()
@@ -298,10 +185,7 @@ class Trainer:
             distance=cfg.distance,
         )
 
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
-
-    def run(
+    def train(
         self,
         labels: np.ndarray | None,
         eval_every: int,
@@ -309,37 +193,32 @@ class Trainer:
         resume: bool,
         on_step: StepHook | None,
     ) -> FinetuneResult:
-        cfg = self.cfg
+        self.labels, self.eval_every = labels, eval_every
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        loop = EpochLoop(self._state(), cfg.to_dict(), ckpt, self.dev, on_step)
-        start, history, tensors = loop.resume(resume, "another checkpoint_dir")
+        state = self.state(encoder=self.encoder, head=self.head)
+        loop = EpochLoop(state, self.cfg.to_dict(), ckpt, self.dev, on_step)
+        return self._result(labels, loop.run(self, resume, "another checkpoint_dir"))
+
+    def begin(self, tensors: dict[str, Tensor]) -> None:
         if "neighbours" in tensors:
             self.neighbours = tensors["neighbours"].to(self.dev)
-        loop.start()
-        for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            refresh = cfg.refresh_every > 0 and epoch % cfg.refresh_every == 0
-            if self.neighbours is None or refresh:
-                self.neighbours = self._mine()
-            _set_modes(self.encoder, self.head, cfg.strategy, training=True)
-            order = torch.randperm(self.images.shape[0], generator=self.shuffle)
-            batched = batches(order, cfg.batch_size, drop_last=True)
-            means = loop.steps(epoch, batched, self._step, "total", self.opt, self.sched)
-            record: dict[str, float] = {"epoch": epoch, **means}
-            record["seconds"] = time.perf_counter() - t0
-            loop.check_finite(
-                record["total"],
-                f"ICBPL loss became {{}} in epoch {epoch}; lower lr/encoder_lr or use "
-                "precision='fp32'",
-            )
-            if labels is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
-                record.update(evaluate(labels, self._assign(self._latents())))
-            history.append(record)
-            extra = {"neighbours": self.neighbours, "centroids": self.centroids}
-            loop.end_epoch(epoch, history, functools.partial(self._log, record), extra)
-        return self._result(labels, history)
 
-    def _log(self, record: dict[str, float]) -> None:
+    def batches(self, epoch: int) -> Iterator[Tensor]:
+        refresh = self.cfg.refresh_every > 0 and epoch % self.cfg.refresh_every == 0
+        if self.neighbours is None or refresh:
+            self.neighbours = self._mine()
+        _set_modes(self.encoder, self.head, self.cfg.strategy, training=True)
+        return super().batches(epoch)
+
+    def evaluate(self, epoch: int, record: dict[str, float]) -> None:
+        if self.labels is not None and self.eval_every > 0 and (epoch + 1) % self.eval_every == 0:
+            record.update(evaluate(self.labels, self._assign(self._latents())))
+
+    def extra(self) -> dict[str, Tensor]:
+        assert self.neighbours is not None
+        return {"neighbours": self.neighbours, "centroids": self.centroids}
+
+    def log(self, record: dict[str, float]) -> None:
         logger.info(
             "finetune[%s] epoch %d/%d loss %.4f (%.1fs)%s",
             self.cfg.strategy,
@@ -355,8 +234,6 @@ class Trainer:
         assigned = self._assign(latent)
         if labels is not None:
             history.append({"epoch": self.cfg.epochs, **evaluate(labels, assigned)})
-        timed = [h["seconds"] for h in history if "seconds" in h]
-        timed = timed[1:] or timed
         assert self.neighbours is not None
         return FinetuneResult(
             labels=assigned,
@@ -367,7 +244,7 @@ class Trainer:
             neighbours=self.neighbours.cpu().numpy(),
             config=self.cfg,
             history=history,
-            seconds_per_epoch=sum(timed) / max(1, len(timed)),
+            seconds_per_epoch=seconds_per_epoch(history),
             peak_memory_bytes=peak_memory(self.dev),
         )
 

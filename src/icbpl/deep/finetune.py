@@ -21,29 +21,106 @@ written after every epoch and ``resume=True`` continues bit-for-bit (CPU, fp32) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from icbpl.core.head import ProjectionHead
 from icbpl.core.objective import LossWeights
-from icbpl.deep._trainer import (
-    STRATEGIES,
-    FinetuneConfig,
-    FinetuneResult,
-    Trainer,
-    trainable_modules,
-)
-from icbpl.deep.distributed import context
-from icbpl.deep.loop import StepHook
+from icbpl.deep.loop import StepHook, check_run
+from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor
+from icbpl.util.checkpoint import save_weights
 from icbpl.util.device import resolve_device
+from icbpl.util.plain import config_from, plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
 __all__ = ["STRATEGIES", "FinetuneConfig", "FinetuneResult", "finetune", "trainable_modules"]
+
+
+STRATEGIES = ("frozen", "last2", "all")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of fine-tuning (recorded in checkpoints and saved results)."""
+
+    n_clusters: int = 10
+    strategy: str = "last2"
+    latent_dim: int = 100
+    hidden: tuple[int, ...] = (512,)
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    warmup_epochs: int = 0
+    final_lr_ratio: float = 0.1
+    weights: LossWeights = field(default_factory=LossWeights)
+    distance: str = "cosine"
+    n_neighbours: int = 4
+    neighbours_per_step: int = 1
+    refresh_every: int = 30
+    n_views: int = 1
+    precision: str = "auto"
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return plain_dict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """Fine-tuned encoder and head (trained copies), cluster labels and the training record."""
+
+    labels: np.ndarray
+    latent: np.ndarray
+    encoder: Encoder
+    head: ProjectionHead
+    centroids: np.ndarray
+    neighbours: np.ndarray
+    config: FinetuneConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds_per_epoch: float = float("nan")
+    peak_memory_bytes: int = 0
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``encoder.safetensors``/``.json``, ``head.safetensors``/``.json`` and
+        ``result.safetensors``/``.json`` (labels, latents, PEDCC points, neighbours, history)."""
+        out = Path(directory)
+        save_encoder(out / ENCODER_FILE, self.encoder, finetune=self.config.to_dict())
+        head = self.head
+        meta = {"in_dim": head.in_dim, "hidden": list(head.hidden), "latent_dim": head.latent_dim}
+        save_weights(out / "head.safetensors", head.state_dict(), meta)
+        arrays = ("labels", "latent", "centroids", "neighbours")
+        tensors = {name: torch.from_numpy(getattr(self, name)) for name in arrays}
+        record = ("history", "seconds_per_epoch", "peak_memory_bytes")
+        meta = {"config": self.config.to_dict(), **{name: getattr(self, name) for name in record}}
+        save_weights(out / "result.safetensors", tensors, meta)
+        return out
+
+
+def trainable_modules(encoder: Encoder, strategy: str) -> list[nn.Module]:
+    """The parts of ``encoder`` that ``strategy`` trains: none, ``stages()[-2:]`` or the whole."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "frozen":
+        return []
+    if strategy == "all":
+        return [encoder]
+    stages = list(encoder.stages())
+    if len(stages) < 2:
+        raise ValueError(f"strategy='last2' needs an encoder with >= 2 stages, got {len(stages)}")
+    return stages[-2:]
 
 
 def finetune(
@@ -108,63 +185,38 @@ def finetune(
         on_step: called after each optimiser step with (epoch, step, losses).
         extract_batch_size: batch size of the no-gradient passes (features, final latents).
     """
-    cfg = FinetuneConfig(
-        n_clusters=int(n_clusters),
-        strategy=strategy,
-        latent_dim=int(latent_dim),
-        hidden=tuple(int(h) for h in hidden),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        encoder_lr=float(encoder_lr),
-        weight_decay=float(weight_decay),
-        optimizer=optimizer,
-        warmup_epochs=int(warmup_epochs),
-        final_lr_ratio=float(final_lr_ratio),
-        weights=weights or LossWeights(),
-        distance=distance,
-        n_neighbours=int(n_neighbours),
-        neighbours_per_step=int(neighbours_per_step),
-        refresh_every=int(refresh_every),
-        n_views=int(n_views),
-        precision=precision,
-        channels_last=channels_last,
-        seed=int(seed),
-    )
+    cfg = config_from(FinetuneConfig, locals(), weights=weights or LossWeights())
     _check_config(cfg, resume and checkpoint_dir is None)
     dev = resolve_device(device)
     size = int(encoder.config.input_size)
     images = images_as_tensor(source, size).to(dev)
-    n = images.shape[0]
+    labels = getattr(source, "labels", None) if labels is None else labels
+    _check_inputs(cfg, images.shape[0], labels)
+    augment = augment or default_augment(size, "weak")
+    from icbpl.deep._trainer import Trainer
+
+    trainer = Trainer(encoder, images, cfg, augment, dev, extract_batch_size)
+    return trainer.train(labels, eval_every, checkpoint_dir, resume, on_step)
+
+
+def _check_inputs(cfg: FinetuneConfig, n: int, labels: np.ndarray | None) -> None:
     if n < cfg.batch_size or n <= cfg.n_neighbours:
         raise ValueError(
             f"n_samples={n} should be >= batch_size={cfg.batch_size} and > n_neighbours="
             f"{cfg.n_neighbours}"
         )
-    if labels is None:
-        labels = getattr(source, "labels", None)
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries for {n} images")
-    trainer = Trainer(
-        encoder, images, cfg, augment or default_augment(size, "weak"), dev, extract_batch_size
-    )
-    return trainer.run(labels, eval_every, checkpoint_dir, resume, on_step)
 
 
 def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
     """Raise ValueError for a configuration ``finetune`` cannot run (naming the field)."""
-    ctx = context()
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy={cfg.strategy!r}; expected one of {STRATEGIES}")
-    if cfg.n_clusters < 2 or cfg.epochs < 1 or cfg.n_views < 1:
+    check_run(cfg.epochs, cfg.batch_size, "checkpoint_dir" if resume_without_dir else None)
+    if cfg.n_clusters < 2 or cfg.n_views < 1:
         raise ValueError(
-            f"n_clusters={cfg.n_clusters} should be >= 2, epochs={cfg.epochs} >= 1 and "
-            f"n_views={cfg.n_views} >= 1"
-        )
-    if cfg.batch_size < 2 or cfg.batch_size % ctx.world_size:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} should be >= 2 and divisible by the "
-            f"{ctx.world_size} processes"
+            f"n_clusters={cfg.n_clusters} should be >= 2 and n_views={cfg.n_views} >= 1"
         )
     if not 1 <= cfg.neighbours_per_step <= cfg.n_neighbours:
         raise ValueError(
@@ -177,5 +229,3 @@ def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
             "fifth loss needs the estimator's anchor/neighbour batches); set it to 0, or fit "
             "icbpl.ICBPL on extracted features to use it"
         )
-    if resume_without_dir:
-        raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +19,6 @@ logger = logging.getLogger(__name__)
 
 #: ``augment(images, generator)``: float images in [0, 1], (B, 3, H, W) -> same shape.
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
-
-
-class _Sized(Protocol):
-    def __len__(self) -> int: ...
-
-    def load(self, i: int) -> Tensor: ...
 
 
 def new_generator(device: torch.device, seed: int) -> torch.Generator:

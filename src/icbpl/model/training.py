@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -21,7 +20,7 @@ from icbpl.core.objective import LossWeights, icbpl_objective
 from icbpl.core.selection import label_free_score
 from icbpl.model._embedding import embed_labels, fit_standardisation_blocked
 from icbpl.model._step import step_latents
-from icbpl.util.device import requested_threads
+from icbpl.util.device import requested_threads, torch_threads
 from icbpl.util.plain import plain_dict
 
 __all__ = [
@@ -37,9 +36,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SMALL_BATCH = 512
-"""Batches up to this many rows train on one torch thread by default: a step of the paper's
-head at batch 100 has too little work to share, and on a machine whose cores are busy two
-threads cost about 14x the CPU of one per step (docs/BENCHMARKS.md)."""
+"""Batches up to this many rows train on one torch thread by default (too little work per step
+to share between threads)."""
 
 
 @dataclass(frozen=True)
@@ -136,27 +134,42 @@ def _warm_start(
             f"shape {targets.shape}"
         )
     t = torch.as_tensor(targets, dtype=torch.long, device=x.device)
+
+    def loss(idx: Tensor) -> dict[str, Tensor]:
+        return {"total": (1.0 - (head(x[idx]) * centroids[t[idx]]).sum(1)).mean()}
+
     head.train()
     for epoch in range(config.init_epochs):
-        total, steps = 0.0, 0
-        for idx in _batches(n, config.batch_size, gen, x.device):
-            z = head(x[idx])
-            loss = (1.0 - (z * centroids[t[idx]]).sum(1)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        logger.info(
-            "warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, total / max(steps, 1)
-        )
+        sums, steps = _steps(opt, _batches(n, config.batch_size, gen, x.device), loss)
+        mean = sums.get("total", 0.0) / max(steps, 1)
+        logger.info("warm start %d/%d: loss %.4f", epoch + 1, config.init_epochs, mean)
+
+
+def _steps(
+    opt: torch.optim.Optimizer,
+    batches: Iterable[Tensor],
+    losses: Callable[[Tensor], dict[str, Tensor]],
+) -> tuple[dict[str, float], int]:
+    """An optimiser step on ``losses(batch)["total"]`` per batch; the summed losses and the
+    number of steps."""
+    sums: dict[str, float] = {}
+    steps = 0
+    for idx in batches:
+        out = losses(idx)
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        opt.step()
+        for key, val in out.items():
+            sums[key] = sums.get(key, 0.0) + float(val.detach())
+        steps += 1
+    return sums, steps
 
 
 def make_adam(
     params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has one for the parameters' device (one pass
-    per tensor: about 2.8x faster than ``foreach`` for the paper's head on one CPU thread,
-    docs/notes/scale.md), else ``foreach``. Same update up to float rounding."""
+    """Adam with the fused kernel where torch has one for the parameters' device, else
+    ``foreach``. Same update up to float rounding."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
@@ -171,19 +184,6 @@ def train_threads(config: TrainConfig, device: torch.device) -> int | None:
     if config.threads is not None:
         return config.threads
     return 1 if config.batch_size <= SMALL_BATCH else None
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_head(
@@ -211,11 +211,9 @@ def train_head(
         callback: called with each epoch's record (progress display).
         init_targets: optional (N,) cluster index per sample (e.g. k-means labels). Before the
             ICBPL epochs, ``config.init_epochs`` epochs pull each sample's latent towards the
-            PEDCC point of its target (mean cosine distance; beyond the paper), so training starts
-            from a spread-out partition instead of a random head. The warm-started head is scored
-            as epoch 0 (``TrainResult.start``, not in the history) and is a candidate like any
-            epoch: where the ICBPL epochs only lower the label-free score (k = 200 on
-            Tiny-ImageNet, docs/notes/defaults.md), the start is kept.
+            PEDCC point of its target (mean cosine distance; beyond the paper). The warm-started
+            head is scored as epoch 0 (``TrainResult.start``, not in the history) and is a
+            candidate like any epoch.
 
     The returned head is the one of the epoch with the best label-free score
     (:func:`icbpl.core.selection.label_free_score`). Each step runs the head once over the batch's
@@ -225,7 +223,7 @@ def train_head(
         raise ValueError(f"patience={config.patience} should be >= 0 (0: run all epochs)")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads={config.threads} should be >= 1 (or None)")
-    with _torch_threads(train_threads(config, x.device)):
+    with torch_threads(train_threads(config, x.device)):
         return _train(x, centroids, config, views, neighbours, y, callback, init_targets)
 
 
@@ -267,7 +265,7 @@ def _train(
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config.weights, config, gen)
+        sums, steps = _epoch(head, opt, x, views, nb_t, centroids, config, gen)
         refresh = (
             nb_t is not None
             and bool(config.refresh_every)
@@ -328,35 +326,28 @@ def _epoch(
     views: Tensor | None,
     nb_t: Tensor | None,
     centroids: Tensor,
-    w: LossWeights,
     config: TrainConfig,
     gen: torch.Generator,
 ) -> tuple[dict[str, float], int]:
     """One pass over shuffled batches; returns the summed losses and the number of steps."""
-    head.train()
-    sums: dict[str, float] = {}
-    steps = 0
-    for idx in _batches(x.shape[0], config.batch_size, gen, x.device):
+
+    def losses(idx: Tensor) -> dict[str, Tensor]:
         z, z_views, z_nb, z_assign = step_latents(
-            head, x, views, nb_t, idx, bool(w.assignment), gen
+            head, x, views, nb_t, idx, bool(config.weights.assignment), gen
         )
-        out = icbpl_objective(
+        return icbpl_objective(
             z,
             centroids,
             z_views=z_views,
             z_neighbours=z_nb,
-            weights=w,
+            weights=config.weights,
             distance=config.distance,
             z_assign=z_assign,
             temperature=config.assignment_temperature,
         )
-        opt.zero_grad(set_to_none=True)
-        out["total"].backward()
-        opt.step()
-        for key, val in out.items():
-            sums[key] = sums.get(key, 0.0) + float(val.detach())
-        steps += 1
-    return sums, steps
+
+    head.train()
+    return _steps(opt, _batches(x.shape[0], config.batch_size, gen, x.device), losses)
 
 
 def _log_epoch(record: EpochRecord) -> None:

@@ -65,9 +65,7 @@ class ClusterConfig:
         encoder: registry name (`icbpl.encoders.list_encoders`).
         weights: ``None`` (the encoder's default weights), ``"random"`` or a checkpoint file.
         input_size: encoder input side in pixels (``None``: the encoder's default).
-        views: augmented views per image for the augmentation loss (0: none). Default 1: on the
-            10,000 CIFAR-10 test images one view scored like two (docs/BENCHMARKS.md) and costs
-            one encoder pass per image less.
+        views: augmented views per image for the augmentation loss (0: none).
         epochs: training epochs of the head; ``None`` (default): :meth:`resolved_epochs`, enough
             epochs for about 2,000 training steps, between 20 and 60.
         batch_size: images per forward pass of the encoder.
@@ -76,29 +74,17 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
-        distance, weight_decay: hyper-parameters of `icbpl.model.estimator.ICBPL` (its
-            defaults, the paper's; ``train_batch_size`` is its ``batch_size``).
-        init: ``"kmeans"`` (the default, beyond the paper): the head starts from k-means on
-            the neighbour-smoothed features; ``"random"``: the paper's random head; ``"scan"``:
-            from SCAN's clustering step on the same features, views and 20 neighbours (beyond
-            the paper; see `icbpl.model.estimator.ICBPL`). Fine-tuning (``finetune`` ``"last2"`` /
-            ``"all"``) always starts its head at random, as the paper does.
+        distance, weight_decay, init, n_heads, self_label_epochs, patience: parameters of
+            `icbpl.model.estimator.ICBPL` (``train_batch_size`` is its ``batch_size``), with its
+            constraints and defaults (`ICBPL_FIELDS`).
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
             by default).
-        n_heads: train this many heads from different seeds and keep the one with the best
-            label-free score (beyond the paper; `icbpl.model.estimator.ICBPL`'s ``n_heads``); costs
-            ``n_heads`` times the training.
-        self_label_epochs: beyond the paper; after training, distil the clusters into a linear
-            classifier and run this many epochs of SCAN's self-labelling
-            (`icbpl.model.estimator.ICBPL`'s ``self_label_epochs``); 0: off.
-        patience: stop training once the label-free score has not improved for this many
-            epochs (`icbpl.model.estimator.ICBPL`'s ``patience``); 0: run every epoch.
         finetune: ``"frozen"`` (default): the head is trained on cached features of a fixed
             encoder; ``"last2"`` / ``"all"``: the encoder's last two stages / all its layers are
             trained with the head (`icbpl.deep.finetune.finetune`, paper section 3.4; views made on
             the fly, neighbours re-mined from the current encoder; needs an integer ``k`` and the
-            defaults of ``init``, ``n_heads`` and ``self_label_epochs``). The fine-tuned encoder
-            is saved in the results folder (``encoder/``).
+            defaults of ``init``, ``n_heads`` and ``self_label_epochs``; the head starts at
+            random). The fine-tuned encoder is saved in the results folder (``encoder/``).
         encoder_lr: learning rate of the trained encoder parts when fine-tuning.
     """
 
@@ -218,15 +204,9 @@ class ClusterConfig:
         return {name: getattr(self, field) for name, field in ICBPL_FIELDS.items()} | run
 
     def resolved_epochs(self, n_images: int) -> int:
-        """Training epochs for ``n_images`` images: ``epochs``, or the automatic choice.
-
-        Automatic (``epochs=None``): ``ceil(AUTO_STEPS / steps_per_epoch)`` clipped to
-        ``AUTO_EPOCHS``, where ``steps_per_epoch = ceil(n_images / train_batch_size)``. The
-        label-free selection stopped improving after about 2,000 steps both on 10,000 CIFAR-10
-        images (batch 100: epoch 20 scored as epoch 60, 4 seeds) and on all 60,000 (batch 256:
-        8 and 20 epochs level over 6 heads); small folders get up to 60 epochs, since an epoch
-        of a few hundred images is only a few steps.
-        """
+        """Training epochs for ``n_images`` images: ``epochs``, or (``epochs=None``)
+        ``ceil(AUTO_STEPS / steps_per_epoch)`` clipped to ``AUTO_EPOCHS``, where
+        ``steps_per_epoch = ceil(n_images / train_batch_size)``."""
         if self.epochs is not None:
             return int(self.epochs)
         steps = max(1, math.ceil(max(int(n_images), 1) / self.train_batch_size))

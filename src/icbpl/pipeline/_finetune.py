@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from icbpl.pipeline._config import ClusterConfig, PipelineError
-from icbpl.pipeline._stages import build_encoder, open_source
-from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, write_outputs
+from icbpl.pipeline._stages import encoder_info, encoder_stage, images_stage
+from icbpl.pipeline._summary import ClusterRun, StageTimer, finish_run, model_parts, write_outputs
 
 __all__ = ["FINETUNED_ENCODER", "run_finetune"]
 
@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 #: Where a fine-tuning run keeps its encoder, inside the results folder.
 FINETUNED_ENCODER = Path("encoder") / "encoder.safetensors"
+
+#: ClusterConfig fields that `icbpl.deep.finetune.finetune` takes under the same name.
+_FINETUNE_ARGS = (
+    "latent_dim hidden lr encoder_lr weight_decay distance refresh_every device precision seed"
+).split()
 
 
 def _global_batch(config: ClusterConfig, n: int, world: int) -> int:
@@ -70,23 +75,14 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
                 source,
                 k,
                 strategy=config.finetune,
-                latent_dim=config.latent_dim,
-                hidden=config.hidden,
                 epochs=epochs,
                 batch_size=batch,
-                lr=config.lr,
-                encoder_lr=config.encoder_lr,
-                weight_decay=config.weight_decay,
                 weights=LossWeights(*config.loss_weights[:4]),
-                distance=config.distance,
                 n_neighbours=min(config.n_neighbours, n - 1),
-                refresh_every=config.refresh_every,
                 n_views=config.views,
-                device=config.device,
-                precision=config.precision,
-                seed=config.seed,
                 labels=source.labels,
                 on_step=on_step,
+                **{name: getattr(config, name) for name in _FINETUNE_ARGS},
             )
     finally:
         bar.close()
@@ -119,13 +115,12 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
 
 
 def _save_encoder(result: Any, out: Path, config: ClusterConfig) -> Path:
-    from icbpl.deep.pretrain import encoder_metadata
-    from icbpl.util.checkpoint import save_weights
+    from icbpl.deep.pretrain import save_encoder
 
     options = {} if config.input_size is None else {"input_size": config.input_size}
     create = {"encoder": config.encoder, "options": options, "started_from": config.weights}
-    meta = encoder_metadata(result.encoder, finetune=result.config.to_dict(), create=create)
-    return save_weights(out / FINETUNED_ENCODER, result.encoder.state_dict(), meta)
+    finetune = result.config.to_dict()
+    return save_encoder(out / FINETUNED_ENCODER, result.encoder, finetune=finetune, create=create)
 
 
 def _parts(
@@ -143,10 +138,7 @@ def _parts(
             "config": result.config.to_dict(),
         },
         "features": {},
-        "icbpl": model.get_params(),
-        "best_epoch": model.epochs - 1,
-        "heads": [],
-        "self_label": None,
+        **model_parts(model),
         "history": result.history,
     }
 
@@ -165,7 +157,6 @@ def run_finetune(
     they write nothing).
     """
     from icbpl.deep.distributed import context
-    from icbpl.features import weights_digest
 
     config.validate()
     ctx = context()
@@ -173,20 +164,9 @@ def run_finetune(
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     timed = StageTimer(on_stage)
-    with timed("encoder"):
-        encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
-        start_digest = weights_digest(encoder)
-    with timed("images"):
-        source = open_source(
-            config.path,
-            config.dataset,
-            config.split,
-            progress=progress and ctx.is_main,
-            include_hidden=config.include_hidden,
-        )
-        n, k = len(source), int(config.k)
-        if n < k:
-            raise PipelineError(f"{n} images should be >= k={k} clusters; pass a smaller --k")
+    encoder, start = encoder_stage(config, timed)
+    source = images_stage(config, timed, progress and ctx.is_main)
+    n, k = len(source), int(config.k)
     with timed("finetune"):
         result = _train(config, encoder, source, k, progress)
     epochs = config.resolved_epochs(n)
@@ -200,9 +180,6 @@ def run_finetune(
         scores = (latent @ model.centroids_.T)[np.arange(n), clusters]
         write_outputs(out, config, source, model, (clusters, scores, latent), result.neighbours)
         _save_encoder(result, out, config)
-    encoder_info = {
-        **result.encoder.config.to_dict(),
-        "weights_digest": weights_digest(result.encoder),
-    }
-    parts = _parts(config, result, model, start_digest, ctx.world_size)
-    return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
+    parts = _parts(config, result, model, start["weights_digest"], ctx.world_size)
+    info = encoder_info(result.encoder)
+    return finish_run(out, config, source, clusters, k, info, command, parts, timed)

@@ -17,8 +17,10 @@ from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import refuse_run_output
 from icbpl.pipeline._stages import (
     build_encoder,
+    encoder_stage,
     extract,
     image_paths,
+    images_stage,
     neutralised_rows,
     open_source,
     resolve_k,
@@ -29,6 +31,7 @@ from icbpl.pipeline._summary import (
     StageCallback,
     StageTimer,
     finish_run,
+    model_parts,
     peak_rss_mb,
     save_novelty,
     unassigned_by_rule,
@@ -103,8 +106,10 @@ def cluster_into(
         return run_finetune(config, folder, progress=progress, on_stage=on_stage, command=command)
     out = Path(folder)
     timed = StageTimer(on_stage)
-    encoder, encoder_info = _encoder_stage(config, timed)
-    source, fs = _data_stages(config, encoder, timed, progress)
+    encoder, encoder_info = encoder_stage(config, timed)
+    source = images_stage(config, timed, progress)
+    with timed("features"):
+        fs = extract(encoder, source, config, config.views, progress)
     # the cache's read-only memory maps, never copied whole (read block by block)
     features = np.asarray(fs.features, dtype=np.float32)
     views = np.asarray(fs.views, dtype=np.float32) if fs.views is not None else None
@@ -127,75 +132,12 @@ def cluster_into(
     parts = {
         "k_choice": k_choice,
         "features": {k_: v for k_, v in fs.meta.items() if k_ != "encoder"},
-        **_model_parts(model),
+        **model_parts(model),
         "csv_neutralised": neutralised_rows(list(source.ids), image_paths(source)),
         "novelty": novelty,
         "peak_rss_mb": peak_rss_mb(),
     }
     return finish_run(out, config, source, clusters, k, encoder_info, command, parts, timed)
-
-
-def _model_parts(model: ICBPL) -> dict[str, Any]:
-    """The fitted model's entries of ``summary.json``."""
-    return {
-        "icbpl": model.get_params(),
-        "best_epoch": int(model.best_epoch_),
-        "start": dataclasses.asdict(model.start_) if model.start_ is not None else None,
-        "heads": model.heads_,
-        "self_label": model.self_label_,
-        "history": [dataclasses.asdict(r) for r in model.history_],
-    }
-
-
-def _encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[str, Any]]:
-    """The run's encoder, and its ``summary.json`` entry (config and weights digest)."""
-    from icbpl.features import weights_digest
-
-    with timed("encoder"):
-        encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
-        enc_cfg = encoder.config
-        info = {**enc_cfg.to_dict(), "weights_digest": weights_digest(encoder)}
-        if enc_cfg.supervised:
-            logger.info(
-                "encoder %s uses weights trained with labels (supervised): the clustering is not "
-                "unsupervised end to end",
-                enc_cfg.name,
-            )
-        if enc_cfg.weights == "random":
-            logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
-    return encoder, info
-
-
-def _data_stages(
-    config: ClusterConfig, encoder: Any, timed: StageTimer, progress: bool
-) -> tuple[Any, Any]:
-    """The image source (stage ``images``) and its feature set (stage ``features``)."""
-    with timed("images"):
-        source = open_source(
-            config.path,
-            config.dataset,
-            config.split,
-            progress=progress,
-            include_hidden=config.include_hidden,
-        )
-        n = len(source)
-        if isinstance(config.k, int) and n < config.k:
-            raise PipelineError(
-                f"{n} images should be >= k={config.k} clusters; pass a smaller --k or add images"
-            )
-    with timed("features"):
-        fs = extract(
-            encoder,
-            source,
-            views=config.views,
-            batch_size=config.batch_size,
-            device=config.device,
-            precision=config.precision,
-            cache_dir=config.cache_dir,
-            seed=config.seed,
-            progress=progress,
-        )
-    return source, fs
 
 
 def _check_sizes(
@@ -313,16 +255,11 @@ def predict_run(
     stage("images")
     source = open_source(path, dataset, split, progress=progress, include_hidden=include_hidden)
     stage("features")
+    given = {"batch_size": batch_size, "device": device, "precision": precision}
+    options: dict[str, Any] = {name: v for name, v in given.items() if v}
+    cache = config.cache_dir if cache_dir is None else cache_dir
     fs = extract(
-        encoder,
-        source,
-        views=0,
-        batch_size=batch_size or config.batch_size,
-        device=device or config.device,
-        precision=precision or config.precision,
-        cache_dir=config.cache_dir if cache_dir is None else cache_dir,
-        seed=config.seed,
-        progress=progress,
+        encoder, source, dataclasses.replace(config, cache_dir=cache, **options), 0, progress
     )
     stage("assign")
     features = np.asarray(fs.features, dtype=np.float32)

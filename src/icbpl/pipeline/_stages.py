@@ -7,13 +7,16 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.util.atomic import atomic_open
 from icbpl.util.csvcell import neutralise_cell, restore_cell
+
+if TYPE_CHECKING:
+    from icbpl.pipeline._summary import StageTimer
 
 logger = logging.getLogger(__name__)
 
@@ -204,33 +207,64 @@ def neutralised_rows(ids: list[str], paths: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def extract(
-    encoder: Any,
-    source: Any,
-    *,
-    views: int,
-    batch_size: int,
-    device: str,
-    precision: str,
-    cache_dir: str | None,
-    seed: int,
-    progress: bool,
-) -> Any:
+def extract(encoder: Any, source: Any, config: ClusterConfig, views: int, progress: bool) -> Any:
+    """`icbpl.features.extract_features` with the batch size, device, precision, feature cache
+    and seed of ``config``."""
     from icbpl.features import extract_features
     from icbpl.util.device import resolve_device
 
-    cache = cache_dir_path(cache_dir)
     return extract_features(
         encoder,
         source,
         views=views,
-        batch_size=batch_size,
-        device=resolve_device(device),
-        precision=precision,
-        cache_dir=cache,
-        seed=seed,
+        batch_size=config.batch_size,
+        device=resolve_device(config.device),
+        precision=config.precision,
+        cache_dir=cache_dir_path(config.cache_dir),
+        seed=config.seed,
         progress=progress,
     )
+
+
+def encoder_stage(config: ClusterConfig, timed: StageTimer) -> tuple[Any, dict[str, Any]]:
+    """Stage ``encoder``: the run's encoder and its :func:`encoder_info`."""
+    with timed("encoder"):
+        encoder = build_encoder(config.encoder, config.weights, config.input_size, config.seed)
+        enc_cfg = encoder.config
+        if enc_cfg.supervised:
+            logger.info(
+                "encoder %s uses weights trained with labels (supervised): the clustering is not "
+                "unsupervised end to end",
+                enc_cfg.name,
+            )
+        if enc_cfg.weights == "random":
+            logger.info("encoder %s has random weights (no pretrained weights)", enc_cfg.name)
+        return encoder, encoder_info(encoder)
+
+
+def encoder_info(encoder: Any) -> dict[str, Any]:
+    """An encoder's ``summary.json`` entry: its config and weights digest."""
+    from icbpl.features import weights_digest
+
+    return {**encoder.config.to_dict(), "weights_digest": weights_digest(encoder)}
+
+
+def images_stage(config: ClusterConfig, timed: StageTimer, progress: bool) -> Any:
+    """Stage ``images``: the image source, refused when it has fewer images than an integer k."""
+    with timed("images"):
+        source = open_source(
+            config.path,
+            config.dataset,
+            config.split,
+            progress=progress,
+            include_hidden=config.include_hidden,
+        )
+        n = len(source)
+        if isinstance(config.k, int) and n < config.k:
+            raise PipelineError(
+                f"{n} images should be >= k={config.k} clusters; pass a smaller --k or add images"
+            )
+    return source
 
 
 def source_loader(source: Any) -> Callable[[int], np.ndarray]:

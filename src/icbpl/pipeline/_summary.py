@@ -27,6 +27,7 @@ __all__ = [
     "RunSummary",
     "StageTimer",
     "finish_run",
+    "model_parts",
     "peak_rss_mb",
     "save_novelty",
     "unassigned_by_rule",
@@ -209,6 +210,18 @@ def finish_run(
     write_json(out / "summary.json", summary.to_dict())
     logger.info("wrote the outputs into %s (%.1f s)", out, total)
     return ClusterRun(out, jsonable(summary.to_dict()), clusters, source, record=summary)
+
+
+def model_parts(model: Any) -> dict[str, Any]:
+    """The fitted model's entries of ``summary.json``."""
+    return {
+        "icbpl": model.get_params(),
+        "best_epoch": int(model.best_epoch_),
+        "start": dataclasses.asdict(model.start_) if model.start_ is not None else None,
+        "heads": model.heads_,
+        "self_label": model.self_label_,
+        "history": [dataclasses.asdict(r) for r in model.history_],
+    }
 
 
 def save_novelty(out: Path, features: np.ndarray, clusters: np.ndarray, k: int) -> dict[str, Any]:

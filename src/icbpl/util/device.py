@@ -4,11 +4,8 @@
 turns ``"auto"`` into a concrete choice and ``autocast_context`` applies it:
 
 - CUDA: ``"auto"`` is bf16 autocast when the GPU supports bf16, else fp32.
-- CPU: ``"auto"`` is fp32. Measured on the development CPU (AMD EPYC, AVX2, no AVX-512-BF16 or
-  AMX) with ``efficientnet_lite0`` (packaged ImageNet weights) at 160 px: bf16 autocast ran 20-30x
-  *slower* than fp32 channels_last (bf16 is emulated without native instructions) and moved
-  features by up to 0.5 (min cosine 0.994 to fp32), while ONNX Runtime in fp32 ran 3x faster
-  than PyTorch fp32. So fp32 stays the CPU default; ask for ``"bf16"`` explicitly to try it.
+- CPU: ``"auto"`` is fp32 (bf16 without native instructions is emulated and far slower);
+  ``"bf16"`` asks for it explicitly.
 - MPS: ``"auto"`` is fp32 (autocast support on MPS varies across torch versions).
 """
 
@@ -33,6 +30,7 @@ __all__ = [
     "resolve_precision",
     "seeded",
     "synchronize",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,14 +173,25 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
     token = _REQUESTED.set(n)
     try:
-        with threadpool_limits(limits=n):
+        with torch_threads(n), threadpool_limits(limits=n):
             yield
     finally:
         _REQUESTED.reset(token)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then restore the count (``None``: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
         torch.set_num_threads(before)
 
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 from icbpl.deep.pretrain._folder import (
     ENCODER_FILE,
     EncoderFolder,
+    encoder_metadata,
     is_encoder_folder,
     read_encoder_folder,
+    save_encoder,
 )
-from icbpl.deep.pretrain._loop import (
-    PretrainConfig,
-    PretrainResult,
-    encoder_metadata,
-    pretrain_barlow_twins,
-)
+from icbpl.deep.pretrain._loop import PretrainConfig, PretrainResult, pretrain_barlow_twins
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss, make_projector
 from icbpl.deep.pretrain._optim import LARS, WarmupCosine, build_optimizer
 from icbpl.deep.runtime import images_as_tensor
@@ -40,4 +37,5 @@ __all__ = [
     "make_projector",
     "pretrain_barlow_twins",
     "read_encoder_folder",
+    "save_encoder",
 ]

@@ -16,13 +16,25 @@ same layout under ``encoder/``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENCODER_FILE", "EncoderFolder", "is_encoder_folder", "read_encoder_folder"]
+from torch import nn
+
+from icbpl.util.checkpoint import save_weights
+
+__all__ = [
+    "ENCODER_FILE",
+    "EncoderFolder",
+    "encoder_metadata",
+    "is_encoder_folder",
+    "read_encoder_folder",
+    "save_encoder",
+]
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -50,6 +62,28 @@ class EncoderFolder:
         """The ``input_size`` option, or ``None`` when the encoder's default is used."""
         value = self.options.get("input_size")
         return None if value is None else int(value)
+
+
+def encoder_metadata(encoder: nn.Module, **extra: Any) -> dict[str, Any]:
+    """JSON description of an encoder's weights: registry name, architecture, config, extras."""
+    from icbpl.encoders.cifar_resnet import architecture_of
+
+    config = getattr(encoder, "config", None)
+    cfg: dict[str, Any] = {}
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        cfg = asdict(config)
+    meta: dict[str, Any] = {"encoder": cfg.get("name"), "config": cfg}
+    arch = architecture_of(encoder)
+    if arch is not None:
+        meta["architecture"] = arch
+    meta.update(extra)
+    return meta
+
+
+def save_encoder(path: str | Path, encoder: nn.Module, **extra: Any) -> Path:
+    """Write ``encoder``'s weights to ``path`` (``.safetensors``) and its
+    :func:`encoder_metadata` with ``extra`` to the ``.json`` beside it."""
+    return save_weights(path, encoder.state_dict(), encoder_metadata(encoder, **extra))
 
 
 def is_encoder_folder(path: str | os.PathLike[str]) -> bool:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,25 +22,18 @@ from icbpl.deep.distributed import (
     context,
     wrap_ddp,
 )
-from icbpl.deep.loop import EpochLoop, StepHook
+from icbpl.deep.loop import EpochLoop, EpochRun, StepHook, check_run, seconds_per_epoch
+from icbpl.deep.pretrain._folder import ENCODER_FILE, save_encoder
 from icbpl.deep.pretrain._loss import BarlowTwins, barlow_twins_loss
 from icbpl.deep.pretrain._optim import WarmupCosine, build_optimizer
-from icbpl.deep.runtime import (
-    AugmentFn,
-    batches,
-    default_augment,
-    images_as_tensor,
-    new_generator,
-    to_float,
-)
-from icbpl.util.checkpoint import save_weights
+from icbpl.deep.runtime import AugmentFn, default_augment, images_as_tensor, to_float
 from icbpl.util.device import autocast_context, peak_memory, resolve_device
-from icbpl.util.plain import plain_dict
+from icbpl.util.plain import config_from, plain_dict
 
 if TYPE_CHECKING:
     from icbpl.encoders import Encoder
 
-__all__ = ["PretrainConfig", "PretrainResult", "encoder_metadata", "pretrain_barlow_twins"]
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain_barlow_twins"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,22 +85,6 @@ class PretrainResult:
     weights_path: Path | None = None
     seconds_per_epoch: float = float("nan")
     peak_memory_bytes: int = 0
-
-
-def encoder_metadata(encoder: nn.Module, **extra: Any) -> dict[str, Any]:
-    """JSON description of an encoder's weights: registry name, architecture, config, extras."""
-    from icbpl.encoders.cifar_resnet import architecture_of
-
-    config = getattr(encoder, "config", None)
-    cfg: dict[str, Any] = {}
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        cfg = asdict(config)
-    meta: dict[str, Any] = {"encoder": cfg.get("name"), "config": cfg}
-    arch = architecture_of(encoder)
-    if arch is not None:
-        meta["architecture"] = arch
-    meta.update(extra)
-    return meta
 
 
 def pretrain_barlow_twins(
@@ -167,137 +143,94 @@ def pretrain_barlow_twins(
             schedule is not shortened; ``resume=True`` continues it later).
         metadata: extra JSON entries for ``encoder.json`` (e.g. how to rebuild the encoder).
     """
-    cfg = PretrainConfig(
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        projector=tuple(int(s) for s in projector),
-        lambd=lambd,
-        loss_scale=float(loss_scale),
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_epochs=int(warmup_epochs),
-        final_lr_ratio=float(final_lr_ratio),
-        precision=precision,
-        channels_last=channels_last,
-        seed=int(seed),
-    )
-    _check(cfg, resume, out_dir)
+    cfg = config_from(PretrainConfig, locals())
+    check_run(cfg.epochs, cfg.batch_size, "out_dir" if resume and out_dir is None else None)
     dev = resolve_device(device)
     size = int(encoder.config.input_size)
     images = images_as_tensor(source, size).to(dev)
     if images.shape[0] < cfg.batch_size:
         raise ValueError(f"n_samples={images.shape[0]} should be >= batch_size={cfg.batch_size}")
-    return _train(
-        encoder,
-        images,
-        cfg,
-        augment or default_augment(size),
-        dev,
-        out_dir,
-        resume,
-        on_step,
-        max_seconds,
-        dict(metadata or {}),
-    )
+    run = _BarlowTwinsRun(encoder, images, cfg, augment or default_augment(size), dev, max_seconds)
+    checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir is not None else None
+    loop = EpochLoop(run.state(model=run.model), cfg.to_dict(), checkpoint_dir, dev, on_step)
+    history = loop.run(run, resume, "use another out_dir")
+    return _finish(run.model.encoder.eval(), cfg, history, out_dir, dict(metadata or {}), dev)
 
 
-def _check(cfg: PretrainConfig, resume: bool, out_dir: str | Path | None) -> None:
-    world = context().world_size
-    if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"epochs={cfg.epochs} should be >= 1 and batch_size={cfg.batch_size} >= 2")
-    if cfg.batch_size % world:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} should be divisible by the {world} processes"
+class _BarlowTwinsRun(EpochRun):
+    """Barlow Twins in :meth:`EpochLoop.run`: two augmented views of each image of the batch,
+    one forward over both, the loss over the global batch."""
+
+    name, key = "Barlow Twins", "loss"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        images: Tensor,
+        cfg: PretrainConfig,
+        augment: AugmentFn,
+        dev: torch.device,
+        max_seconds: float | None,
+    ) -> None:
+        super().__init__(images, cfg.batch_size, augment, dev, cfg.seed, cfg.channels_last)
+        self.cfg, self.max_seconds, self.epochs = cfg, max_seconds, cfg.epochs
+        self.advice = f"lower lr (now {cfg.resolved_lr()})"
+        self.model, self.net, self.optimizer, self.scheduler = _model_and_optimiser(
+            encoder, cfg, dev, self.cl, images.shape[0] // cfg.batch_size
         )
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
+        ctx = context()
+        local = cfg.batch_size // ctx.world_size
+        self.lo, self.hi = ctx.rank * local, (ctx.rank + 1) * local
 
+    def begin(self, tensors: dict[str, Tensor]) -> None:
+        self.t_run = time.perf_counter()
 
-def _train(
-    encoder: Encoder,
-    images: Tensor,
-    cfg: PretrainConfig,
-    augment: AugmentFn,
-    dev: torch.device,
-    out_dir: str | Path | None,
-    resume: bool,
-    on_step: StepHook | None,
-    max_seconds: float | None,
-    metadata: dict[str, Any],
-) -> PretrainResult:
-    ctx = context()
-    n = images.shape[0]
-    model, net, cl, opt, sched = _model_and_optimiser(encoder, cfg, dev, n // cfg.batch_size)
-    shuffle = new_generator(torch.device("cpu"), cfg.seed)
-    aug_gen = new_generator(dev, cfg.seed + 1)
-    loop = EpochLoop(
-        state={
-            "modules": {"model": model},
-            "optimizers": {"opt": opt},
-            "schedulers": {"sched": sched},
-            "generators": {"shuffle": shuffle, "augment": aug_gen},
-        },
-        config=cfg.to_dict(),
-        checkpoint_dir=Path(out_dir) / "checkpoint" if out_dir is not None else None,
-        device=dev,
-        on_step=on_step,
-    )
-    start, history, _ = loop.resume(resume, "use another out_dir")
-    local = cfg.batch_size // ctx.world_size
-    lo, hi = ctx.rank * local, (ctx.rank + 1) * local
-
-    def step(idx: Tensor) -> dict[str, Tensor]:
-        x = to_float(images[idx.to(dev)], channels_last=False)
-        views = torch.cat([augment(x, aug_gen)[lo:hi], augment(x, aug_gen)[lo:hi]])
-        if cl:
-            views = views.contiguous(memory_format=torch.channels_last)
-        with autocast_context(dev, cfg.precision):
-            z = net(views)
+    def step(self, idx: Tensor) -> dict[str, Tensor]:
+        x = to_float(self.images[idx.to(self.dev)], channels_last=False)
+        views = torch.cat([self.augment(x, self.aug_gen)[self.lo : self.hi] for _ in range(2)])
+        with autocast_context(self.dev, self.cfg.precision):
+            z = self.net(self.layout(views))
         z1, z2 = z.float().chunk(2)
-        loss = barlow_twins_loss(all_gather_with_grad(z1), all_gather_with_grad(z2), cfg.lambd)
-        return {"loss": cfg.loss_scale * loss}
+        loss = barlow_twins_loss(all_gather_with_grad(z1), all_gather_with_grad(z2), self.cfg.lambd)
+        return {"loss": self.cfg.loss_scale * loss}
 
-    t_run = time.perf_counter()
-    loop.start()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=shuffle)
-        means = loop.steps(
-            epoch, batches(order, cfg.batch_size, drop_last=True), step, "loss", opt, sched
-        )
-        record = {
-            "epoch": epoch,
-            "loss": means["loss"],
-            "lr": sched.get_last_lr()[0],
-            "seconds": time.perf_counter() - t0,
-        }
-        loop.check_finite(
+    def record(self, epoch: int, means: dict[str, float]) -> dict[str, float]:
+        return {"loss": means["loss"], "lr": self.scheduler.get_last_lr()[0]}
+
+    def log(self, record: dict[str, float]) -> None:
+        logger.info(
+            "barlow twins epoch %d/%d loss %.4f lr %.3g (%.1fs)",
+            record["epoch"] + 1,
+            self.epochs,
             record["loss"],
-            f"Barlow Twins loss became {{}} in epoch {epoch}; lower lr (now {cfg.resolved_lr()}) "
-            "or use precision='fp32'",
+            record["lr"],
+            record["seconds"],
         )
-        history.append(record)
-        loop.end_epoch(epoch, history, functools.partial(_log_epoch, record, cfg.epochs))
-        if _out_of_time(max_seconds, t_run, dev):
-            logger.warning(
-                "stopping after epoch %d of %d: max_seconds=%s reached",
-                epoch + 1,
-                cfg.epochs,
-                max_seconds,
-            )
-            break
-    return _finish(model.encoder.eval(), cfg, history, out_dir, metadata, dev)
+
+    def stop(self, epoch: int) -> bool:
+        """Past ``max_seconds`` since the first epoch, as rank 0 sees it (every rank gets rank
+        0's answer, so all of them stop after the same epoch)."""
+        if self.max_seconds is None:
+            return False
+        late = time.perf_counter() - self.t_run > self.max_seconds
+        if not broadcast_tensor(torch.tensor([float(late)], device=self.dev)).item():
+            return False
+        logger.warning(
+            "stopping after epoch %d of %d: max_seconds=%s reached",
+            epoch + 1,
+            self.epochs,
+            self.max_seconds,
+        )
+        return True
 
 
 def _model_and_optimiser(
-    encoder: Encoder, cfg: PretrainConfig, dev: torch.device, steps: int
-) -> tuple[BarlowTwins, nn.Module, bool, torch.optim.Optimizer, WarmupCosine]:
-    """The encoder copy + projector (seeded), its DDP wrapper, whether it is channels-last, the
+    encoder: Encoder, cfg: PretrainConfig, dev: torch.device, cl: bool, steps: int
+) -> tuple[BarlowTwins, nn.Module, torch.optim.Optimizer, WarmupCosine]:
+    """The encoder copy + projector (seeded; channels-last with ``cl``), its DDP wrapper, the
     optimiser and the schedule over ``steps`` steps per epoch."""
     torch.manual_seed(cfg.seed)
     model = BarlowTwins(copy.deepcopy(encoder), cfg.projector).to(dev)
-    cl = dev.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -310,18 +243,7 @@ def _model_and_optimiser(
         eta=cfg.eta,
     )
     sched = WarmupCosine(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.final_lr_ratio)
-    return model, net, cl, opt, sched
-
-
-def _log_epoch(record: dict[str, float], epochs: int) -> None:
-    logger.info(
-        "barlow twins epoch %d/%d loss %.4f lr %.3g (%.1fs)",
-        record["epoch"] + 1,
-        epochs,
-        record["loss"],
-        record["lr"],
-        record["seconds"],
-    )
+    return model, net, opt, sched
 
 
 def _finish(
@@ -335,35 +257,18 @@ def _finish(
     """Save the trained encoder (rank 0, with ``out_dir``), mark its weights, time the epochs."""
     weights_path = None
     if out_dir is not None and context().is_main:
-        weights_path = save_weights(
-            Path(out_dir) / "encoder.safetensors",
-            trained.state_dict(),
-            encoder_metadata(
-                trained,
-                pretrain={"method": "barlow_twins", **cfg.to_dict()},
-                history=history,
-                **metadata,
-            ),
-        )
+        pretrain = {"method": "barlow_twins", **cfg.to_dict()}
+        path = Path(out_dir) / ENCODER_FILE
+        weights_path = save_encoder(path, trained, pretrain=pretrain, history=history, **metadata)
     barrier()
     _mark_weights(trained, weights_path, cfg.seed)
-    timed = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
     return PretrainResult(
         encoder=trained,
         history=history,
         weights_path=weights_path,
-        seconds_per_epoch=sum(timed) / max(1, len(timed)),
+        seconds_per_epoch=seconds_per_epoch(history),
         peak_memory_bytes=peak_memory(dev),
     )
-
-
-def _out_of_time(max_seconds: float | None, t_run: float, dev: torch.device) -> bool:
-    """Whether ``max_seconds`` have passed since ``t_run``, as rank 0 sees it (every rank gets
-    rank 0's answer, so all of them stop after the same epoch)."""
-    if max_seconds is None:
-        return False
-    late = torch.tensor([float(time.perf_counter() - t_run > max_seconds)], device=dev)
-    return bool(broadcast_tensor(late).item())
 
 
 def _mark_weights(encoder: Encoder, path: Path | None, seed: int) -> None:

@@ -47,15 +47,8 @@ class LARS(torch.optim.Optimizer):
     ) -> None:
         if lr <= 0:
             raise ValueError(f"lr={lr} should be > 0")
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "eta": eta,
-            "clip": clip,
-            "lars": lars,
-        }
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip=clip)
+        super().__init__(params, {**defaults, "lars": lars})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
