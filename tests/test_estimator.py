@@ -237,10 +237,31 @@ def test_scan_warm_start_starts_from_scans_clustering_step(tmp_path: Path) -> No
     loaded = ICBPL.load(model.save(tmp_path / "m"))
     assert loaded.init == "scan"
     np.testing.assert_array_equal(loaded.predict(x), model.labels_)
-    with pytest.raises(ValueError, match="init='spectral' should be one of random, kmeans, scan"):
+    with pytest.raises(
+        ValueError,
+        match="init='spectral' should be one of random, kmeans, scan, auto",
+    ):
         ICBPL(n_clusters=4, init="spectral", **FAST).fit(_blobs()[0])
     with pytest.raises(ValueError, match="init_epochs=0"):
         ICBPL(n_clusters=4, init="scan", init_epochs=0, **FAST).fit(_blobs()[0])
+
+
+def test_auto_start_keeps_the_higher_scoring_of_the_kmeans_and_scan_heads() -> None:
+    """init="auto": one head from each start (same seed), the one with the higher label-free
+    score kept; each head equals the model fitted with that start alone."""
+    x, y = make_blobs(400, n_features=16, centers=4, cluster_std=3.0, random_state=2)
+    x = x.astype(np.float32)
+    views = (x[None] + 0.3 * np.random.default_rng(0).standard_normal(x.shape)).astype(np.float32)
+    params = dict(FAST, init_epochs=2, random_state=3)
+    auto = ICBPL(4, init="auto", **params).fit(x, y, views=views)
+    alone = {s: ICBPL(4, init=s, **params).fit(x, y, views=views) for s in ("kmeans", "scan")}
+    assert [h["init"] for h in auto.heads_] == ["kmeans", "scan"]
+    for head, start in zip(auto.heads_, ("kmeans", "scan"), strict=True):
+        assert head["score"] == alone[start].heads_[0]["score"]
+        assert head["best_epoch"] == alone[start].best_epoch_
+    kept = max(("kmeans", "scan"), key=lambda s: alone[s].heads_[0]["score"])
+    np.testing.assert_array_equal(auto.labels_, alone[kept].labels_)
+    assert len(auto.init_metrics_) == 2
 
 
 def test_scan_warm_start_mines_its_own_neighbours() -> None:

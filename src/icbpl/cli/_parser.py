@@ -132,10 +132,15 @@ def _cluster_head_options(p: argparse.ArgumentParser) -> None:
             f"(default: {d['latent_dim']})",
             ("--neighbours", _positive, "N"): "nearest neighbours per image for the neighbour "
             f"loss (default: {d['n_neighbours']})",
-            ("--init", ("random", "kmeans", "scan"), None): "start of the head: kmeans (default, "
-            "beyond the paper: k-means on neighbour-smoothed features, which ICBPL then refines), "
-            "random (the paper's method), or scan (SCAN's clustering step; see "
-            "docs/BENCHMARKS.md); fine-tuning always starts at random",
+            (
+                "--init",
+                ("auto", "kmeans", "scan", "random"),
+                None,
+            ): "start of the head: auto (default, beyond the paper: one "
+            "head from each of the kmeans and scan starts, the higher label-free score kept), "
+            "kmeans (k-means on neighbour-smoothed features, which ICBPL then refines), scan "
+            "(SCAN's clustering step), or random (the paper's method); see docs/BENCHMARKS.md; "
+            "fine-tuning always starts at random",
             ("--heads", _at_least_one, "H"): "train H heads from different seeds and keep the one "
             "with the best label-free score (beyond the paper; H times the training; default: 1)",
             ("--patience", _positive, "E"): "stop training once the label-free score has not "

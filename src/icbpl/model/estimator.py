@@ -21,7 +21,7 @@ from icbpl.core.objective import LossWeights
 from icbpl.core.pedcc import make_pedcc
 from icbpl.model._saved import load_model, save_model
 from icbpl.model.params import INITS, validate_params
-from icbpl.model.progress import FitEvent, FitProgress, epoch_events
+from icbpl.model.progress import FitProgress, epoch_events, self_label_events
 from icbpl.model.selflabel import self_label
 from icbpl.model.training import EpochRecord, TrainConfig, TrainResult, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
@@ -69,7 +69,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             ``"scan"`` (beyond the paper): the same warm start from SCAN's clustering step (the
             SCAN peer's defaults without its self-labelling, on the same features, views and all
             the neighbour columns given to ``fit``, 20 mined if none). Costs one SCAN
-            clustering step per head.
+            clustering step per head. ``"auto"``: one head from each of those two starts (same
+            seed), the higher label-free score kept (``heads_`` lists both); twice the training.
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
@@ -193,7 +194,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
         ).float()
         k_nb = int(self.n_neighbours)
-        if nb_all is None and self.init == "scan":
+        if nb_all is None and self.init in ("scan", "auto"):
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
             nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1), seed=config.seed)
         result = self._fit_heads(config, device, centroids, x, v, nb_all, labels, progress)
@@ -253,9 +254,11 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         results = []
         self.init_metrics_: list[dict[str, float]] = []
-        for h in range(int(self.n_heads)):
+        starts = ("kmeans", "scan") if self.init == "auto" else (str(self.init),)
+        runs = [(h, start) for h in range(int(self.n_heads)) for start in starts]
+        for h, start in runs:
             cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
-            targets = init_targets(self.init, x, v, nb_all, config.n_clusters, cfg_h.seed)
+            targets = init_targets(start, x, v, nb_all, config.n_clusters, cfg_h.seed)
             if targets is not None and labels is not None:
                 self.init_metrics_.append(evaluate(labels, targets))
             res = train_head(
@@ -269,16 +272,19 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
                 callback=epoch_events(progress, config.epochs),
             )
             results.append(res)
-            logger.info("head %d: label-free score %.4f", h, res.best_record.score)
+            logger.info(
+                "head %d (%s start): label-free score %.4f", h, start, res.best_record.score
+            )
         scores = [r.best_record.score for r in results]
         self.heads_ = [
             {
                 "seed": config.seed + 7919 * h,
+                "init": start,
                 "best_epoch": r.best_epoch,
-                "score": scores[h],
+                "score": score,
                 "metrics": r.best_record.metrics,
             }
-            for h, r in enumerate(results)
+            for (h, start), r, score in zip(runs, results, scores, strict=True)
         ]
         return results[int(np.argmax(scores))]
 
@@ -295,13 +301,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         new ``labels_`` (each epoch logged, and told to ``progress``)."""
         epochs = int(self.self_label_epochs)
         logger.info("self-labelling %d epochs on %d samples", epochs, len(x))
-        tell = progress or (lambda event: None)
-        tell(FitEvent("self-labelling", "start", epochs))
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            logger.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
-            tell(FitEvent("self-labelling", "epoch", epochs, loss=loss))
-
+        on_epoch = self_label_events(progress, epochs, logger)
         sl = self_label(
             x,
             self.labels_,

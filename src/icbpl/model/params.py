@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["INITS", "PARAMETER_CONSTRAINTS", "Constraint", "drop_retired", "validate_params"]
 
-INITS = ("random", "kmeans", "scan")
+INITS = ("random", "kmeans", "scan", "auto")
 """The starts of the head ``ICBPL(init=...)`` accepts."""
 
 _DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:[0-9]{1,3})?)")

@@ -7,13 +7,14 @@ callback only observes: nothing it does changes the fit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from icbpl.model.training import EpochRecord
 
-__all__ = ["FitEvent", "FitProgress", "epoch_events"]
+__all__ = ["FitEvent", "FitProgress", "epoch_events", "self_label_events"]
 
 
 @dataclass(frozen=True)
@@ -47,5 +48,20 @@ def epoch_events(progress: FitProgress | None, epochs: int) -> Callable[[EpochRe
 
     def on_epoch(record: EpochRecord) -> None:
         progress(FitEvent("training", "epoch", epochs, record.losses.get("total"), record.score))
+
+    return on_epoch
+
+
+def self_label_events(
+    progress: FitProgress | None, epochs: int, log: logging.Logger
+) -> Callable[[int, float], None]:
+    """Self-labelling's epoch callback: logs each epoch on ``log`` and tells ``progress``
+    (after a "start" event)."""
+    tell = progress or (lambda event: None)
+    tell(FitEvent("self-labelling", "start", epochs))
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        log.info("self-labelling epoch %d/%d: loss %.4f", epoch, epochs, loss)
+        tell(FitEvent("self-labelling", "epoch", epochs, loss=loss))
 
     return on_epoch

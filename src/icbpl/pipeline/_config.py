@@ -178,7 +178,11 @@ class ClusterConfig:
             raise PipelineError(f"encoder_lr={self.encoder_lr} should be > 0")
         if self.finetune == "frozen":
             return
-        defaults = {"init": ("random", "kmeans"), "n_heads": (1,), "self_label_epochs": (0,)}
+        defaults = {
+            "init": ("random", "kmeans", "auto"),
+            "n_heads": (1,),
+            "self_label_epochs": (0,),
+        }
         changed = [
             f"{key}={getattr(self, key)!r}"
             for key, allowed in defaults.items()

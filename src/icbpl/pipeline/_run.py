@@ -116,8 +116,9 @@ def cluster_into(
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
     n_neighbours = _check_sizes(config, len(source), k, k_choice, on_note)
-    # init="scan": SCAN's clustering step takes 20 neighbours; the kNN loss its first n_neighbours
-    n_mine = min(max(20, n_neighbours), len(source) - 1) if config.init == "scan" else n_neighbours
+    # SCAN's clustering step (init "scan", "auto") takes 20 neighbours; the kNN loss the first ones
+    scan = config.init in ("scan", "auto")
+    n_mine = min(max(20, n_neighbours), len(source) - 1) if scan else n_neighbours
     with timed("neighbours"):
         neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
     with timed("train"):
