@@ -399,10 +399,11 @@ def test_cluster_heads_keeps_the_head_with_the_best_label_free_score(
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     heads = summary["heads"]
-    assert summary["icbpl"]["n_heads"] == 2 and len(heads) == 2
+    assert summary["icbpl"]["n_heads"] == 2 and len(heads) == 4  # init auto: 2 starts a head
     assert len({h["seed"] for h in heads}) == 2
+    assert [h["init"] for h in heads] == ["kmeans", "scan"] * 2
     best = max(heads, key=lambda h: h["score"])
     assert summary["best_epoch"] == best["best_epoch"]
     records = [summary["start"], *summary["history"]]  # epoch 0: the warm start
     assert records[best["best_epoch"]]["score"] == pytest.approx(best["score"])
-    assert "best of 2 heads" in stdout
+    assert "best of 4 heads" in stdout

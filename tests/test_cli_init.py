@@ -29,7 +29,7 @@ def test_config_checks_loss_weights() -> None:
 
 
 def test_config_checks_init() -> None:
-    assert ClusterConfig(path="x", k=3).init == "kmeans"  # the default start
+    assert ClusterConfig(path="x", k=3).init == "auto"  # the default start
     with pytest.raises(
         PipelineError, match="init='spectral' should be one of random, kmeans, scan"
     ):

@@ -156,7 +156,8 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
     x, y = _blobs()
     single = ICBPL(n_clusters=4, **FAST).fit(x, y)
     multi = ICBPL(n_clusters=4, n_heads=3, **FAST).fit(x, y)
-    assert len(multi.heads_) == 3
+    assert [h["init"] for h in multi.heads_] == ["kmeans", "scan"] * 3  # init="auto"
+    assert len({h["seed"] for h in multi.heads_}) == 3
     scores = [h["score"] for h in multi.heads_]
     chosen = multi.history_[multi.best_epoch_ - 1].score
     assert chosen == max(scores)

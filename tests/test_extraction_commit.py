@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_sigkill_resumes_after_the_last_commit(tmp_path: Path) -> None:
 def test_onnx_parts_give_the_rows_of_one_run(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from icbpl.features._backends import OnnxRunner
+    from icbpl.features._backends import MAX_PART, OnnxRunner
 
     enc = TinyEncoder().eval()
     x = torch.rand(45, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -95,3 +96,21 @@ def test_onnx_parts_give_the_rows_of_one_run(tmp_path: Path) -> None:
     np.testing.assert_allclose(four(x).numpy(), one(x).numpy(), atol=1e-6)
     np.testing.assert_allclose(four(x).numpy(), ref.numpy(), atol=1e-4)
     assert four(x[:3]).shape == (3, 8)  # fewer than MIN_PART images: one part
+    many = torch.rand(2 * MAX_PART + 5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    runs: list[int] = []
+    real = one.session.run
+    one.session = _Counting(real, runs)  # one thread, yet parts of at most MAX_PART images
+    with torch.no_grad():
+        np.testing.assert_allclose(one(many).numpy(), enc.encode(many).numpy(), atol=1e-4)
+    assert len(runs) == 3 and max(runs) <= MAX_PART and sum(runs) == len(many)
+
+
+class _Counting:
+    """An ONNX session stand-in that records the images of each run."""
+
+    def __init__(self, run: Any, sizes: list[int]) -> None:
+        self._run, self.sizes = run, sizes
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.sizes.append(len(feeds["images"]))
+        return self._run(names, feeds)

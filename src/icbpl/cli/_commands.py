@@ -148,7 +148,7 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     settings = summary["settings"]
     epochs = summary["icbpl"]["epochs"]
     setup = f"{settings['views']} view{'' if settings['views'] == 1 else 's'}"
-    heads = summary["icbpl"].get("n_heads", 1)
+    heads = len(summary.get("heads") or []) or summary["icbpl"].get("n_heads", 1)
     if heads > 1:
         setup += f", best of {heads} heads"
     if summary["icbpl"].get("self_label_epochs", 0):

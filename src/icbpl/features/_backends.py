@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 ONNX_OPSET = 17
 #: `OnnxRunner` splits a batch into concurrent parts of at least this many images.
 MIN_PART = 8
+#: ... and of at most this many: ONNX Runtime's peak memory grows with the images of one run
+#: (efficientnet_lite2 at 192 px: 1.8 GB at 32, 6.8 GB at 256 images a batch, no faster).
+MAX_PART = 32
 #: ``backend="auto"`` exports to ONNX only for at least this many images (export takes seconds).
 AUTO_ONNX_MIN_IMAGES = 1000
 
@@ -175,11 +178,12 @@ def export_onnx(encoder: EncoderLike, path: Path, input_size: int) -> None:
 class OnnxRunner:
     """ONNX Runtime (CPU execution provider, fp32) over an exported ``encoder.encode``.
 
-    A batch is split into up to ``threads`` parts (at least MIN_PART images each) that run
-    concurrently, each on one thread of a session with one intra-op thread, instead of one
-    run over ``threads`` intra-op threads: the threads then meet once per batch rather than
-    after every operator, so a core taken away by other work (the decoding thread, another
-    process) stalls one part instead of every operator (benchmarks/bench_extraction.py).
+    A batch is split into up to ``threads`` parts (at least MIN_PART images each; more where a
+    part would exceed MAX_PART images) that run ``threads`` at a time, each on one thread of a
+    session with one intra-op thread, instead of one run over ``threads`` intra-op threads:
+    the threads then meet once per part rather than after every operator, so a core taken
+    away by other work (the decoding thread, another process) stalls one part instead of every
+    operator (benchmarks/bench_extraction.py).
     Results are the same rows in the same order.
 
     An export is checked against PyTorch fp32 on two random images (cosine >= 0.9999 and a
@@ -239,11 +243,13 @@ class OnnxRunner:
         """Features ``(B, D)`` float32 on the CPU."""
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())
         parts = min(self.threads, max(1, len(x) // MIN_PART))
+        parts = max(parts, -(-len(x) // MAX_PART))
         if parts == 1:
             (out,) = self.session.run(["features"], {"images": x})
             return torch.from_numpy(out)
         bounds = np.linspace(0, len(x), parts + 1).astype(int)
-        with ThreadPoolExecutor(parts, thread_name_prefix="icbpl-onnx") as pool:
+        workers = min(parts, self.threads)
+        with ThreadPoolExecutor(workers, thread_name_prefix="icbpl-onnx") as pool:
             outs = list(
                 pool.map(
                     lambda lo, hi: self.session.run(["features"], {"images": x[lo:hi]})[0],

@@ -59,7 +59,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_heads: train this many heads from different seeds (seed ``random_state + 7919 * h``)
             and keep the one whose selected epoch has the best label-free score (beyond the
             paper; head 0 is exactly the single-head model). Costs ``n_heads`` times the time.
-        init: the start of the head. ``"kmeans"`` (the default, beyond the paper): k-means on
+        init: the start of the head. ``"kmeans"`` (beyond the paper): k-means on
             the neighbour-smoothed features (:func:`icbpl.core.smoothing.smoothed_kmeans`, seeded
             like the head) gives every sample a PEDCC point, and ``init_epochs`` epochs pull the
             latents towards them before the ICBPL epochs refine the partition; above plain
@@ -69,8 +69,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             ``"scan"`` (beyond the paper): the same warm start from SCAN's clustering step (the
             SCAN peer's defaults without its self-labelling, on the same features, views and all
             the neighbour columns given to ``fit``, 20 mined if none). Costs one SCAN
-            clustering step per head. ``"auto"``: one head from each of those two starts (same
-            seed), the higher label-free score kept (``heads_`` lists both); twice the training.
+            clustering step per head. ``"auto"`` (the default): one head from each of those two
+            starts (same seed), the higher label-free score kept (``heads_`` lists both).
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
         self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
             distilled into a linear classifier on the features, which then runs E epochs of
@@ -112,7 +112,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         refresh_every: int = 30,
         patience: int = 10,
         n_heads: int = 1,
-        init: str = "kmeans",
+        init: str = "auto",
         init_epochs: int = 3,
         self_label_epochs: int = 0,
         device: str | None = None,

@@ -112,7 +112,7 @@ class ClusterConfig:
     refresh_every: int = 30
     distance: str = "cosine"
     weight_decay: float = 0.0
-    init: str = "kmeans"
+    init: str = "auto"
     include_hidden: bool = False
     n_heads: int = 1
     self_label_epochs: int = 0
