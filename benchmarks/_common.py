@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icbpl_bench._docs import HEADER, command_line, git_rev, machine, mean_std, preamble
+from icbpl_bench._docs import (
+    HEADER,
+    command_line,
+    cpu_name,
+    git_rev,
+    machine,
+    mean_std,
+    preamble,
+    utc_now,
+)
 from icbpl_bench._docs import write_section as _write_section
 
 __all__ = [
@@ -14,10 +23,12 @@ __all__ = [
     "ROOT",
     "SHARED_DATA",
     "command_line",
+    "cpu_name",
     "git_rev",
     "machine",
     "mean_std",
     "preamble",
+    "utc_now",
     "write_section",
 ]
 

@@ -25,7 +25,6 @@ import copy
 import io
 import json
 import os
-import platform
 import random
 import tarfile
 import tempfile
@@ -40,7 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from _common import SHARED_DATA, command_line, preamble, write_section
+from _common import SHARED_DATA, command_line, cpu_name, preamble, write_section
 from icbpl.features import extract_features
 from icbpl.features._backends import OnnxRunner
 from icbpl.features.augment import resize_batch
@@ -310,14 +309,6 @@ def main() -> None:
         write_section("extraction-ort", body)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def report(
     rows: list[Row], ref: Tensor, args: argparse.Namespace, load0: tuple[float, ...], enc: Any
 ) -> str:
@@ -334,7 +325,7 @@ def report(
         preamble(command_line()),
         f"- data: {args.n} CIFAR-10 test JPEGs (JPEG copy, 32 px, seeded sample), decoded from "
         f"bytes in memory on every load; encoder {enc.config.name} at {args.size} px, batch "
-        f"{args.batch}; CPU {_cpu_name()}, {args.threads} threads (torch and ONNX Runtime); "
+        f"{args.batch}; CPU {cpu_name()}, {args.threads} threads (torch and ONNX Runtime); "
         f"onnxruntime {ort_version}",
         f"- load average (1, 5, 15 min) at the start {load0[0]:.1f} / {load0[1]:.1f} / "
         f"{load0[2]:.1f}, at the end {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} (shared "

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 import bench_defaults as bd
+from _common import SHARED_DATA, preamble, write_section
 from icbpl import ICBPL, evaluate
 from icbpl.core.smoothing import smoothed_kmeans
 from icbpl.peers import fit_peer
@@ -63,18 +62,19 @@ def main() -> None:
 
     torch.set_num_threads(1)
     ctx = BenchContext(
-        settings=QUICK, out_dir=a.cache_dir, cache_dir=a.cache_dir, data_root=bd.DATA
+        settings=QUICK, out_dir=a.cache_dir, cache_dir=a.cache_dir, data_root=SHARED_DATA
     )
     tiny = bd.load_arrays(ctx, "tiny-imagenet-val", 1)
     load = os.getloadavg()
     lines = [
         "## The default against k-means for k = 2 to 200 (Tiny-ImageNet-200 val classes)",
         "",
-        f"- command: `python benchmarks/bench_k_sweep.py --cache-dir CACHE --ks {a.ks} "
-        f"--seed {a.seed}" + (" --arrays DIR`" if a.arrays else "`"),
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
-        f"threads 1; date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load average at the "
-        f"start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (seconds are wall time under it)",
+        preamble(
+            f"python benchmarks/bench_k_sweep.py --cache-dir CACHE --ks {a.ks} --seed {a.seed}"
+            + (" --arrays DIR" if a.arrays else "")
+        ).rstrip("\n"),
+        f"- load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (seconds "
+        "are wall time under it)",
         "- features: efficientnet_lite2, ImageNet **supervised** weights; 1 augmented view; k "
         f"classes drawn with seed {a.seed} (the draw is k + 1000 * seed), 50 images each; one "
         "seed per k; ACC (empty clusters, seconds); *epoch*: the epoch the default kept (0: its "
@@ -90,9 +90,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write_docs:
-        from icbpl_bench._docs import write_section
-
-        write_section(bd.ROOT / "docs" / "BENCHMARKS.md", "n-clusters-sweep", text)
+        write_section("n-clusters-sweep", text)
 
 
 if __name__ == "__main__":

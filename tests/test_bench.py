@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from icbpl_bench._docs import mean_std, write_section
 from icbpl_bench._registry import get_experiment, register_experiment, run_experiment
 from icbpl_bench._settings import QUICK, EncoderSpec, Plan
 
+ROOT = Path(__file__).resolve().parents[1]
 ICBPL_KW = {"epochs": 3, "batch_size": 32}
 PEERS = {
     "kmeans": {"n_init": 2},
@@ -306,3 +308,19 @@ def test_plan_ours_with_the_scan_start_gets_every_mined_neighbour_and_its_own_he
     assert row.values["score"] == pytest.approx(model.heads_[0]["score"])
     md = (tmp_path / "out" / "table11-quick.md").read_text()
     assert "init scan, init_epochs 2" not in md and "init scan, init_epochs 1, one head" in md
+
+
+def test_every_benchmark_is_listed_and_every_docs_command_names_a_script_that_is_there() -> None:
+    """benchmarks/README.md lists each script and experiment; a command in docs/BENCHMARKS.md
+    that runs a missing script says on its line that it was removed (git has it)."""
+    listing = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+    unlisted = [s for s in scripts if not re.search(rf"\b{re.escape(s)}\b", listing)]
+    unlisted += [e for e in list_experiments() if f"| `{e}` |" not in listing]
+    assert not unlisted, f"benchmarks/README.md does not list {unlisted}"
+    stale = []
+    for line in (ROOT / "docs" / "BENCHMARKS.md").read_text(encoding="utf-8").splitlines():
+        for name in re.findall(r"python3? benchmarks/(\w+\.py)", line):
+            if name not in scripts and "removed in issue 16" not in line:
+                stale.append(f"{name}: {line.strip()[:80]}")
+    assert not stale, "docs/BENCHMARKS.md names missing scripts:\n" + "\n".join(stale)

@@ -1,10 +1,10 @@
 """``benchmarks/bench.py``: the paper's tables (and the peers) reproduced by one command.
 
-    python -m icbpl_bench table11            # ICBPL vs k-means, SCAN, TEMI, TURTLE
-    python -m icbpl_bench neighbours         # ablations: neighbours, distance, losses, refresh
-    python -m icbpl_bench encoders           # EfficientNet-Lite 0/1/2, random, Barlow Twins
-    python -m icbpl_bench plots              # PNG: ACC per epoch, k sweep, latent t-SNE
-    python -m icbpl_bench all --quick        # everything on small data, under 10 minutes
+    python benchmarks/bench.py table11          # ICBPL vs k-means, SCAN, TEMI, TURTLE
+    python benchmarks/bench.py neighbours       # ablations: neighbours, distance, losses, refresh
+    python benchmarks/bench.py encoders         # EfficientNet-Lite 0/1/2, random, Barlow Twins
+    python benchmarks/bench.py plots            # PNG: ACC per epoch, k sweep, latent t-SNE
+    python benchmarks/bench.py all --quick      # everything on small data, under 10 minutes
 
 Experiments are registered by name (`list_experiments`); each writes ``OUT/NAME.md`` and
 ``OUT/NAME.csv`` (``NAME-quick.*`` with ``--quick``), PNG files where it plots, and its table

@@ -23,8 +23,7 @@ def default_data_root() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$ICBPL_CACHE/features`` (default ``~/.cache/icbpl/features``), the feature cache that
-    benchmarks/bench_cifar10.py also uses."""
+    """``$ICBPL_CACHE/features`` (default ``~/.cache/icbpl/features``), the CLI's feature cache."""
     return Path(os.environ.get("ICBPL_CACHE") or "~/.cache/icbpl").expanduser() / "features"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "HEADER",
     "command_line",
+    "cpu_name",
     "git_rev",
     "machine",
     "mean_std",
@@ -37,21 +38,24 @@ compare rows of one run, not across runs.
 """
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """One line describing where a benchmark ran (CPU, cores, GPU, Python, torch, threads)."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     dev = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
-        f"{cpu}, {os.cpu_count()} cores{dev}; Python {platform.python_version()}, "
+        f"{cpu_name()}, {os.cpu_count()} cores{dev}; Python {platform.python_version()}, "
         f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
     )
 

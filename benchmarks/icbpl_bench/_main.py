@@ -99,7 +99,7 @@ def run_args(args: argparse.Namespace, command: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m icbpl_bench EXPERIMENT [--quick] [--seeds ...] [--out DIR] ...``."""
+    """``python benchmarks/bench.py EXPERIMENT [--quick] [--seeds ...] [--out DIR] ...``."""
     parser = argparse.ArgumentParser(
         prog="benchmarks/bench.py",
         description="Reproduce the paper's tables and compare with the peers.",
@@ -111,5 +111,5 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("icbpl.model.training", "icbpl.model.estimator", "icbpl.peers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    shown = command_line(["-m", "icbpl_bench", *(sys.argv[1:] if argv is None else argv)])
+    shown = command_line(["benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])
     return run_args(args, shown)

@@ -138,7 +138,7 @@ FULL = BenchSettings(
             {"epochs": 6, "batch_size": 256},
             # SCAN with its own defaults, since "ours" starts from SCAN's default clustering step
             {**_FULL_PEERS, "scan": {}},
-            # ICBPL started from SCAN's clustering step (benchmarks/bench_cifar10.py)
+            # ICBPL started from SCAN's clustering step (docs/BENCHMARKS.md, cifar10-notes)
             ours={"init": "scan", "init_epochs": 2, "n_heads": 1},
         ),
         Plan("mnist", {"epochs": 4, "batch_size": 256}, _FULL_PEERS),
@@ -147,7 +147,7 @@ FULL = BenchSettings(
             "tiny-imagenet",
             {"epochs": 15, "batch_size": 256},
             _TINY_PEERS,
-            # many clusters: k-means warm start and a 10x MMD weight (benchmarks/bench_large_k.py)
+            # many clusters: k-means warm start and a 10x MMD weight (docs/BENCHMARKS.md, large-k)
             ours={"epochs": 8, "init": "kmeans", "loss_weights": (80.0, 2.0, 2.0, 1.0)},
         ),
     ),
