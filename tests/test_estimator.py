@@ -169,21 +169,28 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
 
 
 def test_a_model_saved_with_a_retired_parameter_loads_at_its_no_op_value(tmp_path: Path) -> None:
-    """Models saved before feature_power / min_distance_warmup were removed still load when
-    they held the value that changed nothing; any other value is refused by name."""
+    """Models saved before feature_power / min_distance_warmup / self_label_epochs were removed
+    still load when they held the value that changed nothing; any other value is refused by
+    name."""
     import json
 
     X, _ = make_blobs(200, n_features=6, centers=3, random_state=0)
     model = ICBPL(n_clusters=3, epochs=3, random_state=0).fit(X)
     folder = model.save(tmp_path / "m")
     meta = json.loads((folder / "config.json").read_text())
-    meta["params"].update(feature_power=1.0, min_distance_warmup=0)
+    meta["params"].update(feature_power=1.0, min_distance_warmup=0, self_label_epochs=0)
     (folder / "config.json").write_text(json.dumps(meta))
     np.testing.assert_array_equal(ICBPL.load(folder).predict(X), model.predict(X))
     meta["params"]["feature_power"] = 0.5
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"feature_power=0.5 is no longer supported"):
         ICBPL.load(folder)
+    meta["params"].update(feature_power=1.0, self_label_epochs=5)
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"self_label_epochs=5 is no longer supported"):
+        ICBPL.load(folder)
+    with pytest.raises(TypeError, match="self_label_epochs"):
+        ICBPL(n_clusters=3, self_label_epochs=0)  # type: ignore[call-arg]
 
 
 def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -> None:

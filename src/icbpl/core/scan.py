@@ -1,8 +1,8 @@
 """SCAN's losses and self-labelling step on a linear multi-head (Van Gansbeke et al., ECCV 2020).
 
 The clustering loss (paper eq. 2) also serves ICBPL's optional assignment loss
-(:func:`icbpl.core.losses.assignment_loss`); the self-labelling step (section 2.3) serves
-:func:`icbpl.model.selflabel.self_label` and the SCAN peer (:mod:`icbpl.peers`).
+(:func:`icbpl.core.losses.assignment_loss`); the self-labelling step (section 2.3) serves the
+SCAN peer (:mod:`icbpl.peers`).
 """
 
 from __future__ import annotations

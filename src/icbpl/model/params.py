@@ -117,7 +117,6 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "n_heads": integer(1),
     "init": one_of(INITS),
     "init_epochs": integer(1),
-    "self_label_epochs": integer(0),
     "patience": integer(0),
     "device": Constraint(
         lambda v: v is None or (isinstance(v, str) and bool(_DEVICE.fullmatch(v))), _DEVICE_TEXT
@@ -126,7 +125,7 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
 }
 
 
-RETIRED = {"min_distance_warmup": 0, "feature_power": 1.0}
+RETIRED = {"min_distance_warmup": 0, "feature_power": 1.0, "self_label_epochs": 0}
 """Parameters earlier versions had, with the value that made them a no-op (docs/BENCHMARKS.md)."""
 
 
