@@ -10,8 +10,8 @@ affine views (the default start and ``init="random"``), and ``icbpl cluster`` on
 generated folder (3 colours x 8 images, the random tiny CIFAR ResNet, 3 epochs; default start
 and ``--init random``): labels, latent sums, assignments.csv and the per-epoch history.
 
-``compare`` leaves out what issue 16 removed from the outputs on purpose (`RETIRED_KEYS`), so a
-record made before a removal compares with one made after it.
+``compare`` leaves out what issue 16 removed from the outputs on purpose (`RETIRED_KEYS`,
+`RETIRED_LOSSES` at 0), so a record made before a removal compares with one made after it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import numpy as np
 
 #: summary.json keys that issue 16 removed (the options they described are gone).
 RETIRED_KEYS = {"self_label"}
+#: per-epoch losses that issue 16 removed; left out of a history where they were 0 (unused).
+RETIRED_LOSSES = {"assignment"}
 
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
@@ -83,11 +85,23 @@ def _cluster(work: Path) -> dict[str, Any]:
 
 
 def _without_retired(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` without the `RETIRED_KEYS` in its lists of summary keys."""
-    return {
-        k: [key for key in v if key not in RETIRED_KEYS] if k.endswith("_summary_keys") else v
-        for k, v in record.items()
-    }
+    """``record`` without the `RETIRED_KEYS` in its lists of summary keys and without the
+    `RETIRED_LOSSES` that were 0 in its histories (a non-zero one still differs)."""
+    out = dict(record)
+    for k, v in record.items():
+        if k.endswith("_summary_keys"):
+            out[k] = [key for key in v if key not in RETIRED_KEYS]
+        elif k.endswith("_history"):
+            out[k] = [
+                {
+                    **h,
+                    "losses": {
+                        n: x for n, x in h["losses"].items() if n not in RETIRED_LOSSES or x != 0
+                    },
+                }
+                for h in v
+            ]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

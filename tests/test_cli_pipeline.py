@@ -79,11 +79,16 @@ def test_config_from_dict_rejects_unknown_and_missing_keys() -> None:
 
 
 def test_config_from_dict_drops_retired_options_at_their_no_op_value() -> None:
-    """A config.json written before self_label_epochs was removed still loads with 0."""
-    config = ClusterConfig.from_dict({"path": "x", "k": 3, "self_label_epochs": 0})
+    """A config.json written before self_label_epochs and the fifth (assignment) loss weight
+    were removed still loads when they are 0; other values are refused by name."""
+    old = {"path": "x", "k": 3, "self_label_epochs": 0, "loss_weights": [8, 2, 2, 1, 0]}
+    config = ClusterConfig.from_dict(old)
     assert config == ClusterConfig(path="x", k=3)
+    config.validate()
     with pytest.raises(PipelineError, match=r"self_label_epochs=2 is no longer supported"):
-        ClusterConfig.from_dict({"path": "x", "k": 3, "self_label_epochs": 2})
+        ClusterConfig.from_dict({**old, "self_label_epochs": 2})
+    with pytest.raises(PipelineError, match=r"loss_weights=\[8, 2, 2, 1, 2\]: a fifth number"):
+        ClusterConfig.from_dict({**old, "loss_weights": [8, 2, 2, 1, 2]})
 
 
 def test_config_from_file_checks_the_format(tmp_path: Path) -> None:

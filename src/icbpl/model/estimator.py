@@ -45,10 +45,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         hidden: widths of the head's hidden layers.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         loss_weights: (mmd, augmentation, neighbour, min_distance) weights; paper: (8, 2, 2, 1).
-            An optional fifth number weighs the assignment loss (beyond the paper:
-            :func:`icbpl.core.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
-            cosines to the PEDCC points at temperature 0.1, between an augmented view of each
-            sample and of one of its ``n_neighbours`` neighbours); e.g. ``(8, 2, 2, 1, 2)``.
         distance: ``cosine`` (paper), ``euclidean``, ``composite_cosine``.
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).

@@ -184,8 +184,6 @@ class ClusterConfig:
         ]
         if self.k == "auto":
             changed.append("k='auto'")
-        if len(self.loss_weights) == 5 and self.loss_weights[4]:
-            changed.append(f"an assignment loss weight of {self.loss_weights[4]:g}")
         if self.views < 1:
             changed.append(f"views={self.views}")
         if changed:

@@ -77,7 +77,7 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
                 strategy=config.finetune,
                 epochs=epochs,
                 batch_size=batch,
-                weights=LossWeights(*config.loss_weights[:4]),
+                weights=LossWeights(*config.loss_weights),
                 n_neighbours=min(config.n_neighbours, n - 1),
                 n_views=config.views,
                 labels=source.labels,
