@@ -9,6 +9,9 @@ Recorded: ``ICBPL(n_clusters=10, random_state=0, epochs=3).fit`` on the 8x8 digi
 affine views (the default start and ``init="random"``), and ``icbpl cluster`` on a tiny
 generated folder (3 colours x 8 images, the random tiny CIFAR ResNet, 3 epochs; default start
 and ``--init random``): labels, latent sums, assignments.csv and the per-epoch history.
+
+``compare`` leaves out what issue 16 removed from the outputs on purpose (`RETIRED_KEYS`,
+`RETIRED_LOSSES` at 0), so a record made before a removal compares with one made after it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: summary.json keys that issue 16 removed (the options they described are gone).
+RETIRED_KEYS = {"self_label"}
+#: per-epoch losses that issue 16 removed; left out of a history where they were 0 (unused).
+RETIRED_LOSSES = {"assignment"}
 
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
@@ -76,6 +84,26 @@ def _cluster(work: Path) -> dict[str, Any]:
     return out
 
 
+def _without_retired(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without the `RETIRED_KEYS` in its lists of summary keys and without the
+    `RETIRED_LOSSES` that were 0 in its histories (a non-zero one still differs)."""
+    out = dict(record)
+    for k, v in record.items():
+        if k.endswith("_summary_keys"):
+            out[k] = [key for key in v if key not in RETIRED_KEYS]
+        elif k.endswith("_history"):
+            out[k] = [
+                {
+                    **h,
+                    "losses": {
+                        n: x for n, x in h["losses"].items() if n not in RETIRED_LOSSES or x != 0
+                    },
+                }
+                for h in v
+            ]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(record, indent=1))
         print(f"wrote {args.out} ({len(record)} entries)")
         return 0
-    a, b = (json.loads(p.read_text()) for p in (args.a, args.b))
+    a, b = (_without_retired(json.loads(p.read_text())) for p in (args.a, args.b))
     tmp = re.compile(r"/tmp/tmp\w+/|<tmp>/")
     differ = [k for k in a if tmp.sub("", json.dumps(a[k])) != tmp.sub("", json.dumps(b.get(k)))]
     print("identical" if not differ else f"differ: {differ}")

@@ -1,4 +1,4 @@
-"""``icbpl cluster --init kmeans --loss-weights M,A,N,D[,S]``: parsing, checks, setting, run."""
+"""``icbpl cluster --init kmeans --loss-weights M,A,N,D``: parsing, checks, setting, run."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from test_cli_k_range import folder as folder
 
 def test_parse_loss_weights() -> None:
     assert _loss_weights("80,2,2,1") == (80.0, 2.0, 2.0, 1.0)
-    assert _loss_weights("8,2,2,1,2") == (8.0, 2.0, 2.0, 1.0, 2.0)
-    for bad in ["8,2,2", "8,2,2,1,1,1", "a,b,c,d", "8,-2,2,1", "8,2,2,1,-1", ""]:
-        with pytest.raises(argparse.ArgumentTypeError, match="expected four or five numbers >= 0"):
+    for bad in ["8,2,2", "8,2,2,1,2", "8,2,2,1,1,1", "a,b,c,d", "8,-2,2,1", "8,2,2,1,-1", ""]:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected four numbers >= 0"):
             _loss_weights(bad)
 
 
 def test_config_checks_loss_weights() -> None:
-    assert ClusterConfig(path="x", k=3, loss_weights=[8, 2, 2, 1, 2]).loss_weights[4] == 2.0
-    with pytest.raises(PipelineError, match="should be 4 or 5 numbers >= 0"):
-        ClusterConfig(path="x", k=3, loss_weights=(8, 2, 2)).validate()
+    assert ClusterConfig(path="x", k=3, loss_weights=[8, 2, 2, 1]).loss_weights == (8, 2, 2, 1)
+    for bad in [(8, 2, 2), (8, 2, 2, 1, 2)]:
+        with pytest.raises(PipelineError, match="should be 4 numbers >= 0"):
+            ClusterConfig(path="x", k=3, loss_weights=bad).validate()
 
 
 def test_config_checks_init() -> None:
@@ -46,13 +46,13 @@ def test_bad_loss_weights_is_a_usage_error(folder: Path, tmp_path: Path) -> None
 def test_init_kmeans_and_loss_weights_end_to_end(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["cluster", folder, "--k", "3", "--out", out, "--cache-dir", tmp_path / "cache"]
-    extra = ["--init", "kmeans", "--loss-weights", "16,2,2,1,2"]
+    extra = ["--init", "kmeans", "--loss-weights", "16,2,2,1"]
     code, _, err = run_main([*argv, *extra, *FAST])
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())["config"]
-    assert config["init"] == "kmeans" and config["loss_weights"] == [16.0, 2.0, 2.0, 1.0, 2.0]
+    assert config["init"] == "kmeans" and config["loss_weights"] == [16.0, 2.0, 2.0, 1.0]
     model = json.loads((out / "model" / "config.json").read_text())["params"]
-    assert model["init"] == "kmeans" and model["loss_weights"] == [16.0, 2.0, 2.0, 1.0, 2.0]
+    assert model["init"] == "kmeans" and model["loss_weights"] == [16.0, 2.0, 2.0, 1.0]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["cluster_sizes"]) == 3 and sum(summary["cluster_sizes"]) == 18
 

@@ -78,6 +78,19 @@ def test_config_from_dict_rejects_unknown_and_missing_keys() -> None:
         ClusterConfig.from_dict({"path": "x"})
 
 
+def test_config_from_dict_drops_retired_options_at_their_no_op_value() -> None:
+    """A config.json written before self_label_epochs and the fifth (assignment) loss weight
+    were removed still loads when they are 0; other values are refused by name."""
+    old = {"path": "x", "k": 3, "self_label_epochs": 0, "loss_weights": [8, 2, 2, 1, 0]}
+    config = ClusterConfig.from_dict(old)
+    assert config == ClusterConfig(path="x", k=3)
+    config.validate()
+    with pytest.raises(PipelineError, match=r"self_label_epochs=2 is no longer supported"):
+        ClusterConfig.from_dict({**old, "self_label_epochs": 2})
+    with pytest.raises(PipelineError, match=r"loss_weights=\[8, 2, 2, 1, 2\]: a fifth number"):
+        ClusterConfig.from_dict({**old, "loss_weights": [8, 2, 2, 1, 2]})
+
+
 def test_config_from_file_checks_the_format(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(PipelineError, match="not an icbpl cluster configuration"):
@@ -113,7 +126,7 @@ def test_epoch_progress_takes_its_total_from_each_start_event() -> None:
     bar.close()
 
 
-def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs() -> None:
+def test_epoch_progress_counts_the_estimators_training_epochs() -> None:
     from icbpl import ICBPL
     from icbpl.cli._common import EpochProgress
 
@@ -128,17 +141,17 @@ def test_epoch_progress_counts_the_estimators_training_and_self_labelling_epochs
         bar(event)  # type: ignore[arg-type]
 
     # one start (init="auto" trains two heads: two training starts, see test_cli_messages)
-    fitted = ICBPL(3, init="kmeans", epochs=4, batch_size=40, self_label_epochs=3, random_state=0)
+    fitted = ICBPL(3, init="kmeans", epochs=4, batch_size=40, random_state=0)
     fitted.fit(x, progress=progress)
-    assert (bar.bar.n, bar.bar.total) == (4 + 3, 4 + 3)
-    assert bar.bar.desc.startswith("self-labelling")
+    assert (bar.bar.n, bar.bar.total) == (4, 4)
+    assert bar.bar.desc.startswith("training")
     assert [(e.phase, e.kind) for e in seen] == [("training", "start")] + [
         ("training", "epoch")
-    ] * 4 + [("self-labelling", "start")] + [("self-labelling", "epoch")] * 3
+    ] * 4
     scores = [e.score for e in seen if e.phase == "training" and e.kind == "epoch"]
     assert scores == [r.score for r in fitted.history_]
     # the callback only observes: the same fit without it gives the same partition
-    plain = ICBPL(3, init="kmeans", epochs=4, batch_size=40, self_label_epochs=3, random_state=0)
+    plain = ICBPL(3, init="kmeans", epochs=4, batch_size=40, random_state=0)
     plain.fit(x)
     assert np.array_equal(plain.labels_, fitted.labels_)
     bar.close()

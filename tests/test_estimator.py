@@ -109,8 +109,9 @@ def test_views_and_neighbours_are_used() -> None:
         ({}, {"views": np.zeros((2, 5, 16))}, r"views should have shape \(V, 300, 16\)"),
         ({}, {"neighbours": np.zeros((5, 2), int)}, r"neighbours should be an integer array"),
         ({}, {"neighbours": np.full((300, 2), 999)}, "outside"),
-        ({"loss_weights": (8, 2, 2)}, {}, "should be 4 or 5 numbers >= 0"),
-        ({"loss_weights": (8, 2, 2, 1, -2)}, {}, "should be 4 or 5 numbers >= 0"),
+        ({"loss_weights": (8, 2, 2)}, {}, "should be 4 numbers >= 0"),
+        ({"loss_weights": (8, 2, -2, 1)}, {}, "should be 4 numbers >= 0"),
+        ({"loss_weights": (8, 2, 2, 1, 2)}, {}, "should be 4 numbers >= 0"),
     ],
 )
 def test_bad_input_errors(kwargs: dict, fit_kwargs: dict, match: str) -> None:
@@ -127,29 +128,6 @@ def test_nan_and_1d_errors() -> None:
         ICBPL(n_clusters=4, **FAST).fit(x)
     with pytest.raises(ValueError, match="Expected 2D array"):
         ICBPL(n_clusters=4, **FAST).fit(np.zeros(10))
-
-
-def test_assignment_loss_is_trained_and_saved(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A fifth loss weight switches the assignment loss on (views and neighbours feed it)."""
-    x, y = _blobs()
-    rng = np.random.default_rng(0)
-    views = x[None] + rng.normal(0, 0.1, (2, *x.shape)).astype(np.float32)
-    paper = ICBPL(n_clusters=4, **FAST).fit(x, y, views=views)
-    assert all(r.losses["assignment"] == 0.0 for r in paper.history_)
-    kw = dict(epochs=15, hidden=(64,), latent_dim=16)
-    ours = ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **kw).fit(x, y, views=views)
-    losses = [r.losses["assignment"] for r in ours.history_]
-    # SCAN's loss is consistency - entropy >= -log k; it falls as neighbours agree
-    assert all(np.isfinite(losses)) and min(losses) > -np.log(4) and losses[-1] < losses[0]
-    assert evaluate(y, ours.labels_)["acc"] >= 0.98
-    loaded = ICBPL.load(ours.save(tmp_path / "m"))
-    assert loaded.get_params()["loss_weights"] == (8, 2, 2, 1, 2)
-    with caplog.at_level("WARNING", logger="icbpl.model.training"):
-        ICBPL(n_clusters=4, loss_weights=(8, 2, 2, 1, 2), **{**FAST, "n_neighbours": 0}).fit(x)
-    assert "the assignment loss needs neighbours" in caplog.text
-    np.testing.assert_array_equal(loaded.predict(x), ours.labels_)
 
 
 def test_several_heads_keep_the_best_label_free_score() -> None:
@@ -169,21 +147,35 @@ def test_several_heads_keep_the_best_label_free_score() -> None:
 
 
 def test_a_model_saved_with_a_retired_parameter_loads_at_its_no_op_value(tmp_path: Path) -> None:
-    """Models saved before feature_power / min_distance_warmup were removed still load when
-    they held the value that changed nothing; any other value is refused by name."""
+    """Models saved before feature_power / min_distance_warmup / self_label_epochs / the fifth
+    (assignment) loss weight were removed still load when they held the value that changed
+    nothing; any other value is refused by name."""
     import json
 
     X, _ = make_blobs(200, n_features=6, centers=3, random_state=0)
     model = ICBPL(n_clusters=3, epochs=3, random_state=0).fit(X)
     folder = model.save(tmp_path / "m")
     meta = json.loads((folder / "config.json").read_text())
-    meta["params"].update(feature_power=1.0, min_distance_warmup=0)
+    meta["params"].update(feature_power=1.0, min_distance_warmup=0, self_label_epochs=0)
+    meta["params"]["loss_weights"] = [8.0, 2.0, 2.0, 1.0, 0.0]
     (folder / "config.json").write_text(json.dumps(meta))
-    np.testing.assert_array_equal(ICBPL.load(folder).predict(X), model.predict(X))
+    loaded = ICBPL.load(folder)
+    assert loaded.get_params()["loss_weights"] == (8.0, 2.0, 2.0, 1.0)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     meta["params"]["feature_power"] = 0.5
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"feature_power=0.5 is no longer supported"):
         ICBPL.load(folder)
+    meta["params"].update(feature_power=1.0, self_label_epochs=5)
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"self_label_epochs=5 is no longer supported"):
+        ICBPL.load(folder)
+    meta["params"].update(self_label_epochs=0, loss_weights=[8, 2, 2, 1, 2])
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"a fifth number \(the assignment loss weight\) is no"):
+        ICBPL.load(folder)
+    with pytest.raises(TypeError, match="self_label_epochs"):
+        ICBPL(n_clusters=3, self_label_epochs=0)  # type: ignore[call-arg]
 
 
 def test_kmeans_warm_start_keeps_many_clusters_when_k_is_large(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from torch import nn
 
 import icbpl.deep._trainer as trainer_mod
 from icbpl.core.metrics import evaluate
-from icbpl.core.objective import LossWeights
 from icbpl.deep.finetune import FinetuneResult, finetune
 from icbpl.encoders.cifar_resnet import CifarResNetEncoder, resnet_cifar_tiny
 
@@ -179,8 +178,6 @@ def test_validation_messages() -> None:
         _run("frozen", neighbours_per_step=5)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         _run("frozen", resume=True)
-    with pytest.raises(ValueError, match=r"weights.assignment=2.0 is not supported"):
-        _run("frozen", weights=LossWeights(assignment=2.0))
 
 
 def test_result_save(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from icbpl.core.losses import (
-    assignment_loss,
     augmentation_loss,
     distance,
     min_distance_loss,
@@ -161,50 +160,6 @@ def test_zero_weights_skip_losses() -> None:
     out = icbpl_objective(z, c, weights=LossWeights(0.0, 0.0, 0.0, 1.0))
     assert out["mmd"].item() == 0.0
     assert out["total"].item() == pytest.approx(out["min_distance"].item())
-
-
-def _softmax(a: np.ndarray) -> np.ndarray:
-    e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def test_assignment_loss_matches_numpy() -> None:
-    """-mean log <p_i, q_i> - H(mean p), with p, q the softmax of cosines / temperature."""
-    rng = np.random.default_rng(3)
-    za, zn = _unit(rng, 12, 6), _unit(rng, 12, 6)
-    c = make_pedcc(4, 6)
-    p, q = _softmax(za @ c.T / 0.2), _softmax(zn @ c.T / 0.2)
-    mean_p = p.mean(0)
-    want = -np.log((p * q).sum(1)).mean() + (mean_p * np.log(mean_p)).sum()
-    got = assignment_loss(torch.from_numpy(za), torch.from_numpy(zn), torch.from_numpy(c), 0.2)
-    assert got.item() == pytest.approx(want, rel=1e-6)
-
-
-def test_assignment_loss_hand_values() -> None:
-    """Neighbours on the same PEDCC point, all points used equally: about -log k."""
-    c = torch.from_numpy(make_pedcc(4, 6)).float()
-    z = c.repeat(3, 1)  # 12 latents, 3 on each point
-    low = assignment_loss(z, z, c, temperature=0.01)
-    assert low.item() == pytest.approx(-np.log(4), abs=1e-4)
-    # neighbours on different points cost more; one shared point (no spread) costs more too
-    assert assignment_loss(z, z.roll(1, 0), c, 0.01).item() > 10.0
-    assert assignment_loss(c[:1].repeat(12, 1), c[:1].repeat(12, 1), c, 0.01).item() > -1e-4
-    with pytest.raises(ValueError, match=r"temperature=0\.0 should be > 0"):
-        assignment_loss(z, z, c, temperature=0.0)
-
-
-def test_assignment_weight_enters_the_total() -> None:
-    torch.manual_seed(1)
-    z = torch.nn.functional.normalize(torch.randn(8, 4, requires_grad=True), dim=1)
-    c = torch.from_numpy(make_pedcc(3, 4)).float()
-    pair = (z, z.roll(1, 0))
-    off = icbpl_objective(z, c, z_assign=pair)  # default weight 0: left out
-    assert off["assignment"].item() == 0.0
-    on = icbpl_objective(z, c, z_assign=pair, weights=LossWeights(8, 2, 2, 1, 3))
-    want = assignment_loss(*pair, c).item()
-    assert on["assignment"].item() == pytest.approx(want)
-    assert on["total"].item() == pytest.approx(off["total"].item() + 3 * want, rel=1e-5)
-    on["total"].backward()
 
 
 def _mmd_five_exponentials(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

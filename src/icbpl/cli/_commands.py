@@ -151,8 +151,6 @@ def _print_cluster_run(summary: dict[str, Any], out: Path, report: Path | None) 
     heads = len(summary.get("heads") or []) or summary["icbpl"].get("n_heads", 1)
     if heads > 1:
         setup += f", best of {heads} heads"
-    if summary["icbpl"].get("self_label_epochs", 0):
-        setup += ", self-labelled"
     k = summary["n_clusters"]
     tuned = (summary.get("finetune") or {}).get("strategy")
     chosen = (

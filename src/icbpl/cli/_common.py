@@ -149,9 +149,9 @@ def log_file(path: Path, *, verbose: bool) -> Iterator[None]:
 
 
 class EpochProgress:
-    """A tqdm bar over training epochs and the self-labelling epochs that follow, fed by the
-    :class:`icbpl.model.progress.FitEvent` s of ``ICBPL.fit(progress=...)``: each phase's start
-    adds its epochs to the total (one start per head), each epoch advances the bar."""
+    """A tqdm bar over training epochs, fed by the :class:`icbpl.model.progress.FitEvent` s of
+    ``ICBPL.fit(progress=...)``: each head's start adds its epochs to the total, each epoch
+    advances the bar."""
 
     def __init__(self, epochs: int | None, *, disable: bool) -> None:
         self.epochs = epochs
@@ -173,8 +173,6 @@ class EpochProgress:
             if self._bar is None:
                 self.epochs = event.epochs  # the bar starts with it
             self.bar.total = self.bar.n + event.epochs
-            if event.phase == "self-labelling":
-                self.bar.set_description("self-labelling", refresh=False)
             self.bar.refresh()
             return
         postfix = {} if event.loss is None else {"loss": f"{event.loss:.3f}"}

@@ -121,8 +121,8 @@ def _cluster_encoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cluster_head_options(p: argparse.ArgumentParser) -> None:
-    """``icbpl cluster``'s options of the ICBPL head: its start and training, self-labelling, the
-    losses, fine-tuning and the report."""
+    """``icbpl cluster``'s options of the ICBPL head: its start and training, the losses,
+    fine-tuning and the report."""
     d = DEFAULTS
     weights = ",".join(f"{w:g}" for w in cast(tuple[float, ...], d["loss_weights"]))
     add_options(
@@ -145,12 +145,8 @@ def _cluster_head_options(p: argparse.ArgumentParser) -> None:
             "with the best label-free score (beyond the paper; H times the training; default: 1)",
             ("--patience", _positive, "E"): "stop training once the label-free score has not "
             "improved for E epochs (default: 10; 0 runs every epoch)",
-            ("--self-label-epochs", _positive, "E"): "after training, distil the clusters into a "
-            "linear classifier and run E epochs of SCAN's self-labelling on it (beyond the "
-            "paper; default: 0, off)",
-            ("--loss-weights", _loss_weights, "M,A,N,D[,S]"): "weights of the MMD, augmentation, "
-            "kNN and min-distance losses, and optionally of the assignment loss (beyond the "
-            f"paper: SCAN's loss on the PEDCC assignment) (default: {weights})",
+            ("--loss-weights", _loss_weights, "M,A,N,D"): "weights of the MMD, augmentation, "
+            f"kNN and min-distance losses (default: {weights})",
             ("--finetune", ("frozen", "last2", "all"), None): "what of the encoder is trained: "
             "frozen (default; the head on cached features), last2 (its last two stages and the "
             "head, the paper's fine-tuning) or all (every layer); last2/all compute features on "

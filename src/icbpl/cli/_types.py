@@ -68,11 +68,10 @@ def _loss_weights(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in parts)
     except ValueError:
         values = ()
-    if len(values) not in (4, 5) or min(values) < 0:
+    if len(values) != 4 or min(values) < 0:
         raise argparse.ArgumentTypeError(
-            "expected four or five numbers >= 0 separated by commas "
-            f"(MMD,augmentation,kNN,min-distance[,assignment]), e.g. 8,2,2,1 or 8,2,2,1,2; "
-            f"got {text!r}"
+            "expected four numbers >= 0 separated by commas "
+            f"(MMD,augmentation,kNN,min-distance), e.g. 8,2,2,1; got {text!r}"
         )
     return values
 

@@ -5,7 +5,6 @@ points, shape ``(k, d)``. Every function follows its inputs' device and dtype.
 
 Paper: Zhu, Hu, Wang, "Image Clustering Algorithm Based on Self-Supervised Pretrained Models and
 Latent Feature Distribution Optimization" (arXiv 2408.01920), section 3.3, equations (2)-(6).
-:func:`assignment_loss` is beyond the paper (SCAN's clustering loss on the PEDCC assignment).
 """
 
 from __future__ import annotations
@@ -17,12 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icbpl.core.scan import scan_loss
-
 __all__ = [
     "DISTANCES",
     "Distance",
-    "assignment_loss",
     "augmentation_loss",
     "distance",
     "min_distance_loss",
@@ -173,27 +169,3 @@ def min_distance_loss(z: Tensor, centroids: Tensor) -> Tensor:
     zn = F.normalize(z, dim=-1)
     cn = F.normalize(centroids.to(dtype=z.dtype, device=z.device), dim=-1)
     return (1.0 - (zn @ cn.T).max(dim=1).values).mean()
-
-
-def assignment_loss(
-    z_anchor: Tensor, z_neighbour: Tensor, centroids: Tensor, temperature: float = 0.1
-) -> Tensor:
-    """Beyond the paper: SCAN's clustering loss on the soft assignment to the PEDCC points.
-
-    With ``p_i = softmax(cos(z_i, c) / temperature)`` over the k PEDCC points (the soft version
-    of ICBPL's nearest-centroid rule), this is SCAN's eq. (2) with entropy weight 1
-    (:func:`icbpl.core.scan.scan_loss`): ``-mean_i log <p_i, p_j(i)> - H(mean_i p_i)``, where
-    ``j(i)`` is a neighbour of ``i``. Unlike the cosine neighbour loss (L3), which pulls latents
-    together anywhere on the sphere, it asks neighbours to share a PEDCC point, and its entropy
-    keeps the batch spread over all of them.
-
-    ``z_anchor`` and ``z_neighbour``: (N, d) latents (an augmented view of each sample and of one
-    of its neighbours); ``centroids`` (k, d). Returns a scalar.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature} should be > 0")
-    c = F.normalize(centroids.to(dtype=z_anchor.dtype, device=z_anchor.device), dim=-1)
-    p = (F.normalize(z_anchor, dim=-1) @ c.T / temperature).softmax(-1)
-    q = (F.normalize(z_neighbour, dim=-1) @ c.T / temperature).softmax(-1)
-    total, _, _ = scan_loss(p, q, entropy_weight=1.0)
-    return total

@@ -10,30 +10,19 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from icbpl.core.losses import (
-    assignment_loss,
-    augmentation_loss,
-    min_distance_loss,
-    mmd_loss,
-    neighbour_loss,
-)
+from icbpl.core.losses import augmentation_loss, min_distance_loss, mmd_loss, neighbour_loss
 
 __all__ = ["LossWeights", "icbpl_objective"]
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the four losses (paper section 4.2: MMD about 8-9, augmentation 2, kNN 2).
-
-    ``assignment`` weighs a fifth loss beyond the paper (:func:`icbpl.core.losses.assignment_loss`,
-    SCAN's clustering loss on the soft PEDCC assignment); 0 (the default) leaves it out.
-    """
+    """Weights of the four losses (paper section 4.2: MMD about 8-9, augmentation 2, kNN 2)."""
 
     mmd: float = 8.0
     augmentation: float = 2.0
     neighbour: float = 2.0
     min_distance: float = 1.0
-    assignment: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict, for JSON."""
@@ -48,10 +37,8 @@ def icbpl_objective(
     z_neighbours: Tensor | None = None,
     weights: LossWeights | None = None,
     distance: str = "cosine",
-    z_assign: tuple[Tensor, Tensor] | None = None,
-    temperature: float = 0.1,
 ) -> dict[str, Tensor]:
-    """Compute the four ICBPL losses (and the optional fifth) and their weighted sum.
+    """Compute the four ICBPL losses and their weighted sum.
 
     Args:
         z: latent features of the originals on the unit sphere, (N, d).
@@ -62,13 +49,10 @@ def icbpl_objective(
         weights: loss weights; a zero weight skips that loss.
         distance: distance of the augmentation and neighbour losses
             (:func:`icbpl.core.losses.distance`).
-        z_assign: ``(anchors, their neighbours)``, two (N', d) latents for the assignment loss
-            (used when ``weights.assignment`` > 0).
-        temperature: softmax temperature of the assignment loss.
 
     Returns:
-        dict with ``mmd``, ``augmentation``, ``neighbour``, ``min_distance``, ``assignment``
-        (unweighted, zero where unused) and ``total`` (the weighted sum, differentiable).
+        dict with ``mmd``, ``augmentation``, ``neighbour``, ``min_distance`` (unweighted, zero
+        where unused) and ``total`` (the weighted sum, differentiable).
     """
     w = weights or LossWeights()
     zero = z.new_zeros(())
@@ -88,17 +72,11 @@ def icbpl_objective(
         else zero
     )
     out["min_distance"] = min_distance_loss(z, centroids) if w.min_distance else zero
-    out["assignment"] = (
-        assignment_loss(z_assign[0], z_assign[1], centroids, temperature)
-        if z_assign is not None and w.assignment
-        else zero
-    )
     out.setdefault("mmd", zero)
     out["total"] = (
         w.mmd * out["mmd"]
         + w.augmentation * out["augmentation"]
         + w.neighbour * out["neighbour"]
         + w.min_distance * out["min_distance"]
-        + w.assignment * out["assignment"]
     )
     return out

@@ -1,8 +1,7 @@
 """SCAN's losses and self-labelling step on a linear multi-head (Van Gansbeke et al., ECCV 2020).
 
-The clustering loss (paper eq. 2) also serves ICBPL's optional assignment loss
-(:func:`icbpl.core.losses.assignment_loss`); the self-labelling step (section 2.3) serves
-:func:`icbpl.model.selflabel.self_label` and the SCAN peer (:mod:`icbpl.peers`).
+The clustering loss (paper eq. 2) and the self-labelling step (section 2.3) serve the SCAN peer
+(:mod:`icbpl.peers`), whose clustering step is also ICBPL's ``init="scan"`` start.
 """
 
 from __future__ import annotations

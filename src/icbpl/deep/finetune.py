@@ -170,8 +170,7 @@ def finetune(
         lr, encoder_lr: learning rates of the head and of the trained encoder parts.
         weight_decay, optimizer: ``"adamw"`` (default), ``"sgd"`` or ``"lars"``.
         warmup_epochs, final_lr_ratio: linear warm-up then cosine decay to ``final_lr_ratio``.
-        weights, distance: the objective (:func:`icbpl.core.objective.icbpl_objective`); the four
-            paper losses only (``weights.assignment`` must be 0).
+        weights, distance: the objective (:func:`icbpl.core.objective.icbpl_objective`).
         n_neighbours, neighbours_per_step, refresh_every: ``K`` neighbours per sample, how many
             of them enter each step (drawn at random), and the re-mining period in epochs
             (``0``: mined once).
@@ -222,10 +221,4 @@ def _check_config(cfg: FinetuneConfig, resume_without_dir: bool) -> None:
         raise ValueError(
             f"neighbours_per_step={cfg.neighbours_per_step} should lie in [1, n_neighbours="
             f"{cfg.n_neighbours}]"
-        )
-    if cfg.weights.assignment:
-        raise ValueError(
-            f"weights.assignment={cfg.weights.assignment} is not supported by finetune (the "
-            "fifth loss needs the estimator's anchor/neighbour batches); set it to 0, or fit "
-            "icbpl.ICBPL on extracted features to use it"
         )

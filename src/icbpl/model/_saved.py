@@ -61,12 +61,10 @@ def read_meta(cfg_file: Path, defaults: dict[str, Any], version: int) -> dict[st
 def check_tensors(
     weights_file: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:
-    """Shapes of the PEDCC points and classifier, and finiteness of every tensor."""
+    """Shapes of the PEDCC points (and cluster offsets), and finiteness of every tensor."""
     params = meta["params"]
-    k, d, n_in = params["n_clusters"], params["latent_dim"], meta["n_features_in"]
+    k, d = params["n_clusters"], params["latent_dim"]
     shapes: dict[str, tuple[int, ...]] = {"centroids": (k, d)}
-    if "classifier.weight" in tensors or "classifier.bias" in tensors:
-        shapes.update({"classifier.weight": (n_in, k), "classifier.bias": (k,)})
     if "cluster_offsets" in tensors:
         shapes["cluster_offsets"] = (k,)
     for name, shape in shapes.items():
@@ -85,14 +83,11 @@ def check_tensors(
 
 
 def save_model(model: Any, folder: Path) -> Path:
-    """Write the fitted ``model``'s head, PEDCC points (and classifier) and ``config.json``."""
+    """Write the fitted ``model``'s head, PEDCC points (and cluster offsets) and
+    ``config.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.contiguous() for k, v in model.head_.state_dict().items()}
     tensors["centroids"] = torch.from_numpy(np.ascontiguousarray(model.centroids_))
-    if model.classifier_ is not None:
-        weight, bias = model.classifier_
-        tensors["classifier.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
-        tensors["classifier.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
     offsets = getattr(model, "cluster_offsets_", None)
     if offsets is not None and np.any(offsets):
         tensors["cluster_offsets"] = torch.from_numpy(np.ascontiguousarray(offsets))
@@ -108,7 +103,7 @@ def save_model(model: Any, folder: Path) -> Path:
 
 
 def load_model(cls: Any, folder: Path) -> Any:
-    """``cls(**params)`` with the head, PEDCC points and classifier saved in ``folder``."""
+    """``cls(**params)`` with the head, PEDCC points and cluster offsets saved in ``folder``."""
     cfg_file, weights_file = folder / "config.json", folder / "model.safetensors"
     if not cfg_file.is_file() or not weights_file.is_file():
         raise FileNotFoundError(
@@ -136,18 +131,12 @@ def load_model(cls: Any, folder: Path) -> Any:
         ) from None
     model.head_ = head.eval()
     model.centroids_ = tensors["centroids"].numpy()
-    model.classifier_ = (
-        (tensors["classifier.weight"].numpy(), tensors["classifier.bias"].numpy())
-        if "classifier.weight" in tensors
-        else None
-    )
     k = int(params["n_clusters"])
     model.cluster_offsets_ = (
         tensors["cluster_offsets"].numpy()
         if "cluster_offsets" in tensors
         else np.zeros(k, dtype=np.float32)
     )
-    model.self_label_ = None
     model.n_features_in_ = int(meta["n_features_in"])
     model.best_epoch_ = int(meta["best_epoch"])
     model.history_ = []

@@ -16,14 +16,12 @@ def step_latents(
     views: Tensor | None,
     nb_t: Tensor | None,
     idx: Tensor,
-    assign: bool,
     gen: torch.Generator,
-) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[Tensor, Tensor] | None]:
-    """One head forward over a step's rows: samples, a random view of each, a random
-    neighbour of each and, for the assignment loss, a random (view of a) neighbour as SCAN
-    feeds them (the anchor is the sample's view, the original without views).
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One head forward over a step's rows: samples, a random view of each and a random
+    neighbour of each.
 
-    Returns ``(z, z_views, z_neighbours, z_assign)`` (``None`` where not used).
+    Returns ``(z, z_views, z_neighbours)`` (``None`` where not used).
     """
     b, dev = idx.numel(), idx.device
     parts = [x[idx]]
@@ -33,17 +31,8 @@ def step_latents(
     if nb_t is not None:
         col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
         parts.append(x[nb_t[idx, col]])
-    if nb_t is not None and assign:
-        col = torch.randint(nb_t.shape[1], (b,), generator=gen).to(dev)
-        j = nb_t[idx, col]
-        if views is None:
-            parts.append(x[j])
-        else:
-            pick = torch.randint(views.shape[0], (b,), generator=gen).to(dev)
-            parts.append(views[pick, j])
     out = list(head(torch.cat(parts) if len(parts) > 1 else parts[0]).split(b))
     z = out.pop(0)
     z_views = out.pop(0) if views is not None else None
     z_nb = out.pop(0) if nb_t is not None else None
-    z_assign = (z if z_views is None else z_views, out.pop(0)) if out else None
-    return z, z_views, z_nb, z_assign
+    return z, z_views, z_nb

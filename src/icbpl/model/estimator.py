@@ -21,8 +21,7 @@ from icbpl.core.objective import LossWeights
 from icbpl.core.pedcc import make_pedcc
 from icbpl.model._saved import load_model, save_model
 from icbpl.model.params import INITS, validate_params
-from icbpl.model.progress import FitProgress, epoch_events, self_label_events
-from icbpl.model.selflabel import self_label
+from icbpl.model.progress import FitProgress, epoch_events
 from icbpl.model.training import EpochRecord, TrainConfig, TrainResult, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
 from icbpl.model.warmstart import init_targets
@@ -46,10 +45,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         hidden: widths of the head's hidden layers.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         loss_weights: (mmd, augmentation, neighbour, min_distance) weights; paper: (8, 2, 2, 1).
-            An optional fifth number weighs the assignment loss (beyond the paper:
-            :func:`icbpl.core.losses.assignment_loss`, SCAN's clustering loss on the softmax of the
-            cosines to the PEDCC points at temperature 0.1, between an augmented view of each
-            sample and of one of its ``n_neighbours`` neighbours); e.g. ``(8, 2, 2, 1, 2)``.
         distance: ``cosine`` (paper), ``euclidean``, ``composite_cosine``.
         n_neighbours: k of the kNN loss (paper: 4; 0 disables it).
         refresh_every: re-mine neighbours from the latent space every this many epochs (paper: 30).
@@ -72,11 +67,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             clustering step per head. ``"auto"`` (the default): one head from each of those two
             starts (same seed), the higher label-free score kept (``heads_`` lists both).
         init_epochs: epochs of that warm start (ignored with ``init="random"``).
-        self_label_epochs: beyond the paper; with E > 0, the clusters of the kept head are
-            distilled into a linear classifier on the features, which then runs E epochs of
-            SCAN's self-labelling (:func:`icbpl.model.selflabel.self_label`; the augmented views are
-            its strong views). ``predict`` and ``soft_assign`` then use that classifier
-            (``classifier_``); ``transform`` and ``cosine_scores`` stay the head's. 0: off.
         random_state: seed; the same seed gives the same result on the CPU.
 
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
@@ -84,9 +74,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     ``best_epoch_`` (chosen without labels; 0: the warm-started head scored best and is kept),
     ``n_features_in_``, ``neighbours_``, ``heads_`` (seed, selected epoch, label-free score and,
     with ``y``, metrics of every head),
-    ``classifier_`` (``(weight (D, k), bias (k,))`` after self-labelling, else ``None``),
     ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
-    ``self_label_`` (what self-labelling did; with ``y`` the metrics before and after),
     ``cluster_offsets_`` (k,): added to the scores before the argmax of ``predict``.
 
     No requested cluster is left empty (beyond the paper, all starts but ``init="random"``):
@@ -114,7 +102,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         n_heads: int = 1,
         init: str = "auto",
         init_epochs: int = 3,
-        self_label_epochs: int = 0,
         device: str | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -133,7 +120,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_heads = n_heads
         self.init = init
         self.init_epochs = init_epochs
-        self.self_label_epochs = self_label_epochs
         self.device = device
         self.random_state = random_state
 
@@ -205,12 +191,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         self.start_: EpochRecord | None = result.start
         self.neighbours_ = result.neighbours
         self.n_features_in_ = x.shape[1]
-        self.classifier_: tuple[np.ndarray, np.ndarray] | None = None
-        self.self_label_: dict[str, Any] | None = None
         self.cluster_offsets_ = np.zeros(config.n_clusters, dtype=np.float32)
         self.labels_ = self.predict(x)
-        if self.self_label_epochs:
-            self._self_label(x, v, labels, config.seed, device, progress)
         if self.init != "random":
             self._fill_clusters(x)
         sizes = np.bincount(self.labels_, minlength=config.n_clusters)
@@ -229,9 +211,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         m = min_cluster_size(len(x), k)
         if np.bincount(self.labels_, minlength=k).min() >= m:
             return
-        logits = self._logits(x)
-        scores = self.cosine_scores(x) if logits is None else logits
-        self.cluster_offsets_ = fill_offsets(scores, m)
+        self.cluster_offsets_ = fill_offsets(self.cosine_scores(x), m)
         self.labels_ = self.predict(x)
         logger.info("clusters under %d samples filled by per-cluster score offsets", m)
 
@@ -288,37 +268,6 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         ]
         return results[int(np.argmax(scores))]
 
-    def _self_label(
-        self,
-        x: np.ndarray,
-        v: np.ndarray | None,
-        labels: np.ndarray | None,
-        seed: int,
-        device: torch.device,
-        progress: FitProgress | None = None,
-    ) -> None:
-        """SCAN's self-labelling from ``labels_``: sets ``classifier_``, ``self_label_`` and the
-        new ``labels_`` (each epoch logged, and told to ``progress``)."""
-        epochs = int(self.self_label_epochs)
-        logger.info("self-labelling %d epochs on %d samples", epochs, len(x))
-        on_epoch = self_label_events(progress, epochs, logger)
-        sl = self_label(
-            x,
-            self.labels_,
-            int(self.n_clusters),
-            views=v,
-            epochs=epochs,
-            seed=seed,
-            device=device,
-            on_epoch=on_epoch,
-        )
-        self.self_label_ = dict(sl.info)
-        if labels is not None:
-            self.self_label_["metrics_before"] = evaluate(labels, self.labels_)
-            self.self_label_["metrics"] = evaluate(labels, sl.labels)
-        self.classifier_ = (sl.weight, sl.bias)
-        self.labels_ = sl.labels
-
     # --------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:
         """Latent features on the unit sphere, (N, latent_dim)."""
@@ -333,34 +282,22 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         """Cosine of each sample's latent to each PEDCC point, (N, k), in [-1, 1]."""
         return self.transform(X) @ self.centroids_.T
 
-    def _logits(self, X: Any) -> np.ndarray | None:
-        """The self-labelled classifier's logits (N, k), or None without one."""
-        check_is_fitted(self, "head_")
-        if self.classifier_ is None:
-            return None
-        weight, bias = self.classifier_
-        x = check_features(X, n_features=self.n_features_in_)
-        return np.asarray(x @ weight + bias, dtype=np.float32)
-
     def soft_assign(self, X: Any, temperature: float = 0.1) -> np.ndarray:
         """Soft clusters (N, k), rows sum to 1.
 
-        The softmax of the cosines divided by ``temperature``; after self-labelling the
-        classifier's softmax (``temperature`` is then not used).
+        The softmax of the cosines divided by ``temperature``.
         """
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} should be > 0")
-        logits = self._logits(X)
-        s = self.cosine_scores(X) / temperature if logits is None else logits
+        s = self.cosine_scores(X) / temperature
         s = s - s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Cluster of each sample: its nearest PEDCC point by cosine (the classifier's argmax
-        after self-labelling), after adding ``cluster_offsets_``."""
-        logits = self._logits(X)
-        scores = self.cosine_scores(X) if logits is None else logits
+        """Cluster of each sample: its nearest PEDCC point by cosine, after adding
+        ``cluster_offsets_``."""
+        scores = self.cosine_scores(X)
         offsets = getattr(self, "cluster_offsets_", None)
         if offsets is not None:
             scores = scores + offsets

@@ -108,8 +108,8 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "lr": real(0.0, strict=True),
     "weight_decay": real(0.0, strict=False),
     "loss_weights": Constraint(
-        _sequence_of(lambda w: _is_real(w) and math.isfinite(w) and w >= 0, (4, 5)),
-        "4 or 5 numbers >= 0, finite (mmd, augmentation, neighbour, min_distance[, assignment])",
+        _sequence_of(lambda w: _is_real(w) and math.isfinite(w) and w >= 0, (4,)),
+        "4 numbers >= 0, finite (mmd, augmentation, neighbour, min_distance)",
     ),
     "distance": _distance(),
     "n_neighbours": integer(0),
@@ -117,7 +117,6 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "n_heads": integer(1),
     "init": one_of(INITS),
     "init_epochs": integer(1),
-    "self_label_epochs": integer(0),
     "patience": integer(0),
     "device": Constraint(
         lambda v: v is None or (isinstance(v, str) and bool(_DEVICE.fullmatch(v))), _DEVICE_TEXT
@@ -126,19 +125,29 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
 }
 
 
-RETIRED = {"min_distance_warmup": 0, "feature_power": 1.0}
+RETIRED = {"min_distance_warmup": 0, "feature_power": 1.0, "self_label_epochs": 0}
 """Parameters earlier versions had, with the value that made them a no-op (docs/BENCHMARKS.md)."""
 
 
 def drop_retired(params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
-    """``params`` without the `RETIRED` ones, which a saved file may hold at their no-op value;
+    """``params`` without the `RETIRED` ones, which a saved file may hold at their no-op value,
+    and with a fifth ``loss_weights`` number (the retired assignment loss) dropped when it is 0;
     at any other value the file asks for what this version no longer does (ValueError)."""
     for name, neutral in RETIRED.items():
         if name in params and params[name] != neutral:
             raise ValueError(
                 f"{where}: {name}={params[name]!r} is no longer supported (only {neutral!r})"
             )
-    return {k: v for k, v in params.items() if k not in RETIRED}
+    out = {k: v for k, v in params.items() if k not in RETIRED}
+    weights = out.get("loss_weights")
+    if isinstance(weights, list | tuple) and len(weights) == 5:
+        if weights[4] != 0:
+            raise ValueError(
+                f"{where}: loss_weights={list(weights)!r}: a fifth number (the assignment loss "
+                "weight) is no longer supported (only 0); keep the first four"
+            )
+        out["loss_weights"] = weights[:4]
+    return out
 
 
 def validate_params(

@@ -62,7 +62,6 @@ class TrainConfig:
     n_neighbours: int = 4
     refresh_every: int = 30
     init_epochs: int = 0
-    assignment_temperature: float = 0.1
     seed: int = 0
     patience: int = 0
     threads: int | None = None
@@ -259,8 +258,6 @@ def _train(
         start = _record(0, {}, labels, input_nb, config, y, time.perf_counter() - t0)
         logger.info("warm-started head (epoch 0): score %.4f", start.score)
         best_score, best_state = start.score, copy.deepcopy(head.state_dict())
-    if config.weights.assignment and nb_t is None:
-        logger.warning("the assignment loss needs neighbours (n_neighbours > 0); it is left out")
     logger.info("training %d epochs on %d samples", config.epochs, n)
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
@@ -332,9 +329,7 @@ def _epoch(
     """One pass over shuffled batches; returns the summed losses and the number of steps."""
 
     def losses(idx: Tensor) -> dict[str, Tensor]:
-        z, z_views, z_nb, z_assign = step_latents(
-            head, x, views, nb_t, idx, bool(config.weights.assignment), gen
-        )
+        z, z_views, z_nb = step_latents(head, x, views, nb_t, idx, gen)
         return icbpl_objective(
             z,
             centroids,
@@ -342,8 +337,6 @@ def _epoch(
             z_neighbours=z_nb,
             weights=config.weights,
             distance=config.distance,
-            z_assign=z_assign,
-            temperature=config.assignment_temperature,
         )
 
     head.train()

@@ -29,7 +29,6 @@ ICBPL_FIELDS = {
     "refresh_every": "refresh_every",
     "n_heads": "n_heads",
     "init": "init",
-    "self_label_epochs": "self_label_epochs",
     "patience": "patience",
     "random_state": "seed",
 }
@@ -74,7 +73,7 @@ class ClusterConfig:
         cache_dir: feature cache folder; ``None``: ``<icbpl cache>/features``; ``""``: no cache.
         seed: seed of the views, random encoder weights and training.
         latent_dim, hidden, train_batch_size, lr, loss_weights, n_neighbours, refresh_every,
-        distance, weight_decay, init, n_heads, self_label_epochs, patience: parameters of
+        distance, weight_decay, init, n_heads, patience: parameters of
             `icbpl.model.estimator.ICBPL` (``train_batch_size`` is its ``batch_size``), with its
             constraints and defaults (`ICBPL_FIELDS`).
         include_hidden: also read names starting with ``"."`` in a folder (skipped and listed
@@ -83,8 +82,8 @@ class ClusterConfig:
             encoder; ``"last2"`` / ``"all"``: the encoder's last two stages / all its layers are
             trained with the head (`icbpl.deep.finetune.finetune`, paper section 3.4; views made on
             the fly, neighbours re-mined from the current encoder; needs an integer ``k`` and the
-            defaults of ``init``, ``n_heads`` and ``self_label_epochs``; the head starts at
-            random). The fine-tuned encoder is saved in the results folder (``encoder/``).
+            defaults of ``init`` and ``n_heads``; the head starts at random). The fine-tuned
+            encoder is saved in the results folder (``encoder/``).
         encoder_lr: learning rate of the trained encoder parts when fine-tuning.
     """
 
@@ -115,7 +114,6 @@ class ClusterConfig:
     init: str = "auto"
     include_hidden: bool = False
     n_heads: int = 1
-    self_label_epochs: int = 0
     patience: int = 10
     finetune: str = "frozen"
     encoder_lr: float = 1e-4
@@ -178,11 +176,7 @@ class ClusterConfig:
             raise PipelineError(f"encoder_lr={self.encoder_lr} should be > 0")
         if self.finetune == "frozen":
             return
-        defaults = {
-            "init": ("random", "kmeans", "auto"),
-            "n_heads": (1,),
-            "self_label_epochs": (0,),
-        }
+        defaults = {"init": ("random", "kmeans", "auto"), "n_heads": (1,)}
         changed = [
             f"{key}={getattr(self, key)!r}"
             for key, allowed in defaults.items()
@@ -190,8 +184,6 @@ class ClusterConfig:
         ]
         if self.k == "auto":
             changed.append("k='auto'")
-        if len(self.loss_weights) == 5 and self.loss_weights[4]:
-            changed.append(f"an assignment loss weight of {self.loss_weights[4]:g}")
         if self.views < 1:
             changed.append(f"views={self.views}")
         if changed:

@@ -77,7 +77,7 @@ def _train(config: ClusterConfig, encoder: Any, source: Any, k: int, progress: b
                 strategy=config.finetune,
                 epochs=epochs,
                 batch_size=batch,
-                weights=LossWeights(*config.loss_weights[:4]),
+                weights=LossWeights(*config.loss_weights),
                 n_neighbours=min(config.n_neighbours, n - 1),
                 n_views=config.views,
                 labels=source.labels,
@@ -92,8 +92,8 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
     """An `icbpl.ICBPL` holding the fine-tuned head (for ``model/`` and `predict_run`)."""
     from icbpl.model.estimator import ICBPL
 
-    # the frozen path's start, schedule, heads and self-labelling do not apply: ICBPL's defaults
-    unused = ("init", "patience", "n_heads", "self_label_epochs")
+    # the frozen path's start, schedule and heads do not apply: ICBPL's defaults
+    unused = ("init", "patience", "n_heads")
     params = config.model_params(
         n_clusters=k,
         epochs=epochs,
@@ -103,8 +103,6 @@ def _estimator(result: Any, config: ClusterConfig, k: int, epochs: int) -> Any:
     model = ICBPL(**{name: v for name, v in params.items() if name not in unused})
     model.head_ = result.head.cpu().eval()
     model.centroids_ = np.asarray(result.centroids, dtype=np.float32)
-    model.classifier_ = None
-    model.self_label_ = None
     model.n_features_in_ = int(result.head.in_dim)
     model.best_epoch_ = epochs - 1  # no label-free selection: the last epoch's model
     model.labels_ = result.labels

@@ -204,11 +204,8 @@ def _assign(
     model: ICBPL, features: np.ndarray, latent: np.ndarray, clusters: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clusters (``clusters``, or the model's prediction) and the ``score`` column: cosine of
-    each latent to its cluster's centroid, or, after self-labelling, the classifier's
-    probability of the cluster (both: high is typical)."""
-    table = (
-        latent @ model.centroids_.T if model.classifier_ is None else model.soft_assign(features)
-    )
+    each latent to its cluster's centroid (high is typical)."""
+    table = latent @ model.centroids_.T
     if clusters is None:  # the model's prediction, with its cluster offsets
         clusters = model.predict(features)
     return clusters, table[np.arange(len(clusters)), clusters]

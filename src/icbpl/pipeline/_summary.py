@@ -93,7 +93,6 @@ class RunSummary:
     best_epoch: int
     start: dict[str, Any] | None = None
     heads: list[dict[str, Any]]
-    self_label: dict[str, Any] | None
     timings: dict[str, float]
     peak_rss_mb: float | None = None
     history: list[dict[str, Any]]
@@ -219,7 +218,6 @@ def model_parts(model: Any) -> dict[str, Any]:
         "best_epoch": int(model.best_epoch_),
         "start": dataclasses.asdict(model.start_) if model.start_ is not None else None,
         "heads": model.heads_,
-        "self_label": model.self_label_,
         "history": [dataclasses.asdict(r) for r in model.history_],
     }
 
