@@ -24,7 +24,7 @@ from icbpl.model.params import INITS, validate_params
 from icbpl.model.progress import FitProgress, epoch_events
 from icbpl.model.training import EpochRecord, TrainConfig, TrainResult, train_head
 from icbpl.model.validation import check_features, check_fit_inputs
-from icbpl.model.warmstart import init_targets
+from icbpl.model.warmstart import init_starts, init_targets, neighbours_to_mine
 
 __all__ = ["ICBPL", "INITS"]
 
@@ -72,8 +72,8 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
     Learned attributes: ``labels_``, ``centroids_`` (k, d), ``head_``, ``history_`` (one record
     per epoch), ``start_`` (the record of the warm-started head, epoch 0, or ``None``),
     ``best_epoch_`` (chosen without labels; 0: the warm-started head scored best and is kept),
-    ``n_features_in_``, ``neighbours_``, ``heads_`` (seed, selected epoch, label-free score and,
-    with ``y``, metrics of every head),
+    ``n_features_in_``, ``neighbours_``, ``heads_`` (seed, start, selected epoch, label-free score
+    and, with ``y``, metrics of every head),
     ``init_metrics_`` (with ``y`` and a warm start: metrics of each head's starting partition),
     ``cluster_offsets_`` (k,): added to the scores before the argmax of ``predict``.
 
@@ -180,9 +180,11 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
             make_pedcc(config.n_clusters, config.latent_dim, seed=config.seed)
         ).float()
         k_nb = int(self.n_neighbours)
-        if nb_all is None and self.init in ("scan", "auto"):
+        if nb_all is None and "scan" in init_starts(self.init):
             # one mining serves both: SCAN's 20 neighbours and the first k_nb for the kNN loss
-            nb_all = mine_neighbours(x, min(max(20, k_nb), len(x) - 1), seed=config.seed)
+            nb_all = mine_neighbours(
+                x, neighbours_to_mine(self.init, k_nb, len(x)), seed=config.seed
+            )
         result = self._fit_heads(config, device, centroids, x, v, nb_all, labels, progress)
         self.head_ = result.head.cpu()
         self.centroids_ = centroids.numpy()
@@ -234,8 +236,7 @@ class ICBPL(ClusterMixin, TransformerMixin, BaseEstimator):
         nb = nb_all[:, :k_nb] if nb_all is not None and k_nb else None
         results = []
         self.init_metrics_: list[dict[str, float]] = []
-        starts = ("kmeans", "scan") if self.init == "auto" else (str(self.init),)
-        runs = [(h, start) for h in range(int(self.n_heads)) for start in starts]
+        runs = [(h, start) for h in range(int(self.n_heads)) for start in init_starts(self.init)]
         for h, start in runs:
             cfg_h = dataclasses.replace(config, seed=config.seed + 7919 * h)
             targets = init_targets(start, x, v, nb_all, config.n_clusters, cfg_h.seed)

@@ -6,9 +6,23 @@ import logging
 
 import numpy as np
 
-__all__ = ["init_targets"]
+__all__ = ["init_starts", "init_targets", "neighbours_to_mine"]
 
 logger = logging.getLogger(__name__)
+
+
+def init_starts(init: str) -> tuple[str, ...]:
+    """The warm starts that ``ICBPL(init=init)`` trains one head from each of, in order
+    (``"auto"``: the k-means start, then SCAN's)."""
+    return ("kmeans", "scan") if init == "auto" else (init,)
+
+
+def neighbours_to_mine(init: str, n_neighbours: int, n_samples: int) -> int:
+    """Neighbour columns to mine once for a fit: SCAN's start takes 20 (or ``n_neighbours`` if
+    more; never more than ``n_samples - 1``), the kNN loss the first ``n_neighbours``."""
+    if "scan" in init_starts(init):
+        return min(max(20, n_neighbours), n_samples - 1)
+    return n_neighbours
 
 
 def init_targets(

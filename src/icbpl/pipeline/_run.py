@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icbpl.model.warmstart import neighbours_to_mine
 from icbpl.pipeline._config import ClusterConfig, PipelineError
 from icbpl.pipeline._outdir import refuse_run_output
 from icbpl.pipeline._stages import (
@@ -116,9 +117,7 @@ def cluster_into(
     with timed("choose_k") if config.k == "auto" else contextlib.nullcontext():
         k, k_choice = resolve_k(config.k, config.k_range, features, config.seed, progress=progress)
     n_neighbours = _check_sizes(config, len(source), k, k_choice, on_note)
-    # SCAN's clustering step (init "scan", "auto") takes 20 neighbours; the kNN loss the first ones
-    scan = config.init in ("scan", "auto")
-    n_mine = min(max(20, n_neighbours), len(source) - 1) if scan else n_neighbours
+    n_mine = neighbours_to_mine(config.init, n_neighbours, len(source))
     with timed("neighbours"):
         neighbours = mine_neighbours(features, n_mine, progress=progress) if n_mine else None
     with timed("train"):
